@@ -1,0 +1,3 @@
+from tracehouse.cli import main
+
+main()

@@ -1,0 +1,332 @@
+"""The `tracehouse` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from tracehouse import __version__
+from tracehouse.errors import TracehouseError
+from tracehouse.logging import configure_logging, get_logger
+from tracehouse.metadata import (
+    MetadataDB,
+    create_api_key,
+    create_project,
+    ensure_default_project,
+    ensure_init_project,
+    list_api_keys,
+    list_projects,
+    revoke_api_key,
+)
+from tracehouse.runtime import migrate, open_services
+from tracehouse.settings import Settings, WorkerRole, load_settings
+from tracehouse.workers import start_workers
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="tracehouse: a Langfuse-compatible data plane for LLM traces on ClickHouse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+projects_app = typer.Typer(help="Manage projects.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage project API keys (Langfuse pk-lf-/sk-lf- pairs).", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
+app.add_typer(keys_app, name="keys")
+
+HostOpt = Annotated[str | None, typer.Option(help="Interface to bind [env: TRACEHOUSE_HOST; default 127.0.0.1].")]
+PortOpt = Annotated[int | None, typer.Option(help="Port to listen on [env: PORT; default 3000].")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option(help="Where embedded data lives [env: TRACEHOUSE_DATA_DIR; default ./.tracehouse].")
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; turn operator-facing errors into one line on stderr and exit code 1."""
+    try:
+        return asyncio.run(make())
+    except TracehouseError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except (TracehouseError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# bootstrap
+# ---------------------------------------------------------------------------------------------
+def bootstrap_projects(settings: Settings, metadata: MetadataDB) -> list[str]:
+    """Headless init (LANGFUSE_INIT_*), else a default project on first start. Returns banner lines."""
+    if settings.init_project_id:
+        if not (settings.init_project_public_key and settings.init_project_secret_key):
+            raise ValueError(
+                "LANGFUSE_INIT_PROJECT_ID needs LANGFUSE_INIT_PROJECT_PUBLIC_KEY and LANGFUSE_INIT_PROJECT_SECRET_KEY"
+            )
+        project, created = ensure_init_project(
+            metadata,
+            project_id=settings.init_project_id,
+            name=settings.init_project_name or settings.init_project_id,
+            public_key=settings.init_project_public_key,
+            secret_key=settings.init_project_secret_key,
+            salt=settings.salt,
+        )
+        get_logger("tracehouse.bootstrap").info("init_project", project_id=project.id, created=created)
+        return [f"  project           {project.name} ({project.id})",
+                f"  LANGFUSE_PUBLIC_KEY={settings.init_project_public_key}",
+                "  LANGFUSE_SECRET_KEY=<from LANGFUSE_INIT_PROJECT_SECRET_KEY>"]
+    project, key = ensure_default_project(metadata, salt=settings.salt)
+    if key is not None:
+        return [f"  project           {project.name} ({project.id})",
+                f"  LANGFUSE_PUBLIC_KEY={key.public_key}",
+                f"  LANGFUSE_SECRET_KEY={key.secret_key}",
+                "  (the secret key is shown only now; `tracehouse keys create` makes another)"]
+    keys = [k for k in list_api_keys(metadata, project.id) if k.revoked_at is None]
+    lines = [f"  project           {project.name} ({project.id})"]
+    if keys:
+        lines.append(f"  LANGFUSE_PUBLIC_KEY={keys[0].public_key}  (secret {keys[0].display_secret_key})")
+    lines.append(f"  new key pair:     tracehouse keys create --project {project.id}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# long-running commands
+# ---------------------------------------------------------------------------------------------
+@app.command()
+def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run everything in one process (web + every worker role) on embedded defaults.
+
+    Unset server URLs mean embedded chDB, SQLite, Redis and a local blob folder under the data
+    directory, so nothing needs installing. Migrates on start and prints the URL and API keys.
+    """
+    settings = _settings(host=host, port=port, data_dir=data_dir)
+    _run(lambda: _serve(settings, role=WorkerRole.ALL, with_workers=True, banner=True))
+
+
+@app.command()
+def web(host: HostOpt = None, port: PortOpt = None) -> None:
+    """Run the web API only (ingestion endpoints, public read API, health, metrics)."""
+    settings = _settings(host=host, port=port)
+    _run(lambda: _serve(settings, role=settings.worker_role, with_workers=False, banner=False))
+
+
+@app.command()
+def worker(
+    role: Annotated[
+        WorkerRole | None,
+        typer.Option(help="Which queues to consume [env: LANGFUSE_WORKER_ROLE; default all]."),
+    ] = None,
+) -> None:
+    """Run queue workers: `ingestion` consumes ingestion-side queues, `export` the export queues, `all` both."""
+    settings = _settings(worker_role=role)
+    _run(lambda: _worker(settings))
+
+
+async def _serve(settings: Settings, *, role: WorkerRole, with_workers: bool, banner: bool) -> None:
+    import uvicorn
+
+    from tracehouse.web.app import create_app
+
+    services = await open_services(settings)
+    try:
+        if banner:
+            await migrate(services)
+        lines = await asyncio.to_thread(bootstrap_projects, settings, services.metadata) if banner else []
+
+        @asynccontextmanager
+        async def workers(_app: Any) -> AsyncIterator[None]:
+            runner = await start_workers(services, role) if with_workers else None
+            try:
+                yield
+            finally:
+                if runner is not None:
+                    await runner.shutdown(settings.shutdown_timeout_s)
+
+        api = create_app(services, background=workers)
+        config = uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning",
+                                lifespan="on", access_log=False, timeout_graceful_shutdown=5)
+        server = _quiet_server_class()(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.handle_exit, sig, None)
+        if banner:
+            asyncio.ensure_future(_print_banner(server, settings, lines))
+        await server.serve()
+    finally:
+        await services.close()
+
+
+def _quiet_server_class() -> Any:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn re-raises the stop signal after shutting down, which would kill the process
+        before our own cleanup (closing chDB, stopping the embedded Redis) runs. We handle
+        SIGTERM/SIGINT on the loop ourselves instead."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer
+
+
+async def _print_banner(server: Any, settings: Settings, lines: list[str]) -> None:
+    while not server.started:
+        if server.should_exit:
+            return
+        await asyncio.sleep(0.05)
+    url = f"http://{settings.host}:{settings.port}"
+    text = [f"tracehouse {__version__} is running at {url}",
+            f"  LANGFUSE_HOST={url}", *lines,
+            f"  data directory    {settings.data_dir.resolve()}",
+            "  health            " + url + "/api/public/health", "Press Ctrl-C to stop."]
+    print("\n".join(text), flush=True)
+
+
+async def _worker(settings: Settings) -> None:
+    services = await open_services(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        runner = await start_workers(services, settings.worker_role)
+        await stop.wait()
+        get_logger("tracehouse.worker").info("worker_stopping", timeout_s=settings.shutdown_timeout_s)
+        clean = await runner.shutdown(settings.shutdown_timeout_s)
+        get_logger("tracehouse.worker").info("worker_stopped", clean=clean)
+    finally:
+        await services.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# one-shot commands
+# ---------------------------------------------------------------------------------------------
+@app.command("migrate")
+def migrate_cmd(data_dir: DataDirOpt = None) -> None:
+    """Create or upgrade the metadata and ClickHouse schemas (safe to run repeatedly), then apply
+    LANGFUSE_INIT_* if set."""
+    settings = _settings(data_dir=data_dir)
+
+    async def go() -> None:
+        services = await open_services(settings)
+        try:
+            applied = await migrate(services)
+            if settings.init_project_id:
+                await asyncio.to_thread(bootstrap_projects, settings, services.metadata)
+        finally:
+            await services.close()
+        for target, names in applied.items():
+            typer.echo(f"{target}: " + (", ".join(names) if names else "up to date"))
+
+    _run(go)
+
+
+def _metadata(settings: Settings) -> MetadataDB:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = MetadataDB(settings.metadata_url)
+    db.ping()
+    db.migrate()
+    return db
+
+
+@projects_app.command("create")
+def projects_create(
+    name: str,
+    project_id: Annotated[str | None, typer.Option("--id", help="Project id (default: generated).")] = None,
+    with_key: Annotated[bool, typer.Option(help="Also create an API key pair.")] = True,
+) -> None:
+    """Create a project (and, by default, a key pair for it)."""
+    settings = _settings()
+
+    def go() -> None:
+        db = _metadata(settings)
+        project = create_project(db, name, project_id=project_id)
+        typer.echo(f"project {project.id} {project.name}")
+        if with_key:
+            key = create_api_key(db, project.id, salt=settings.salt)
+            typer.echo(f"LANGFUSE_PUBLIC_KEY={key.public_key}\nLANGFUSE_SECRET_KEY={key.secret_key}")
+
+    _guard(go)
+
+
+@projects_app.command("list")
+def projects_list() -> None:
+    """List projects."""
+    settings = _settings()
+    for project in _guard(lambda: list_projects(_metadata(settings))):
+        typer.echo(f"{project.id}\t{project.name}\t{project.created_at.isoformat()}")
+
+
+@keys_app.command("create")
+def keys_create(
+    project: Annotated[str, typer.Option(help="Project id.")],
+    note: Annotated[str | None, typer.Option(help="A note to recognise the key by.")] = None,
+) -> None:
+    """Create a key pair; the secret is printed once and stored only as a hash."""
+    settings = _settings()
+    key = _guard(lambda: create_api_key(_metadata(settings), project, salt=settings.salt, note=note))
+    typer.echo(f"LANGFUSE_PUBLIC_KEY={key.public_key}\nLANGFUSE_SECRET_KEY={key.secret_key}")
+
+
+@keys_app.command("list")
+def keys_list(project: Annotated[str | None, typer.Option(help="Only this project's keys.")] = None) -> None:
+    """List keys (secrets are never shown, only their last characters)."""
+    settings = _settings()
+    for key in _guard(lambda: list_api_keys(_metadata(settings), project)):
+        state = "revoked" if key.revoked_at else "active"
+        typer.echo(f"{key.id}\t{key.project_id}\t{key.public_key}\t{key.display_secret_key}\t{state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or public key.")]) -> None:
+    """Revoke a key; it stops authenticating within a minute (the web's key cache)."""
+    settings = _settings()
+    if not _guard(lambda: revoke_api_key(_metadata(settings), key)):
+        typer.echo(f"error: no key {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key}")
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def main() -> None:
+    # Config errors raised while building settings surface here as one line, not a traceback.
+    try:
+        app()
+    except TracehouseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

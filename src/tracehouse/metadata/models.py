@@ -1,0 +1,112 @@
+"""SQLAlchemy models for the metadata database (projects, API keys, cron bookkeeping).
+
+The schema itself is owned by the Alembic migrations next to this file; these classes must
+describe the same tables (a test compares them with autogenerate).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names, so later migrations (including SQLite batch rebuilds) can refer
+# to constraints by name on every backend.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp that is always UTC and timezone-aware in Python, whatever the backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so values are written as naive
+    UTC and given their zone back on the way out.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):  # pragma: no cover - drivers return datetime
+            value = datetime.fromisoformat(str(value))
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, default=utcnow, server_default=sa.func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow, server_default=sa.func.now()
+    )
+    retention_days: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+
+    def __repr__(self) -> str:
+        return f"Project(id={self.id!r}, name={self.name!r})"
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    project_id: Mapped[str] = mapped_column(
+        sa.String, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    public_key: Mapped[str] = mapped_column(sa.String, nullable=False, unique=True, index=True)
+    # Langfuse's fast hash of the secret; the secret itself is never stored.
+    hashed_secret_key: Mapped[str] = mapped_column(sa.String, nullable=False, unique=True)
+    display_secret_key: Mapped[str] = mapped_column(sa.String, nullable=False)
+    note: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, default=utcnow, server_default=sa.func.now()
+    )
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    def __repr__(self) -> str:
+        return f"ApiKey(id={self.id!r}, project_id={self.project_id!r}, public_key={self.public_key!r})"
+
+
+class CronJob(Base):
+    """One row per periodic job; used to run each job exactly once across processes."""
+
+    __tablename__ = "cron_jobs"
+
+    name: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    last_run: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    job_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # 'QUEUED' or 'PROCESSING'
+    state: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+
+    def __repr__(self) -> str:
+        return f"CronJob(name={self.name!r}, state={self.state!r})"

@@ -1,0 +1,131 @@
+"""The composition root: build every service from settings, in one place, and close them again.
+
+Modules take their dependencies as arguments; only this file decides which concrete service
+(embedded or server) each one gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tracehouse.blobs import BlobStore, BlobStoreConfig
+from tracehouse.clickhouse import ClickHouse, migrate_clickhouse
+from tracehouse.errors import DependencyUnavailable, one_line_reason
+from tracehouse.logging import get_logger
+from tracehouse.metadata import MetadataDB
+from tracehouse.metrics import Metrics
+from tracehouse.queues import bullmq_connection, ping_redis
+from tracehouse.queues.connection import describe as describe_redis
+from tracehouse.redis_embedded import EmbeddedRedis
+from tracehouse.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clickhouse: ClickHouse
+    metadata: MetadataDB
+    blobs: BlobStore
+    redis_url: str
+    metrics: Metrics
+    embedded_redis: EmbeddedRedis | None = None
+
+    @property
+    def redis_connection(self) -> dict[str, Any]:
+        return bullmq_connection(self.redis_url)
+
+    async def check(self) -> dict[str, str]:
+        """Reachability of every dependency: name -> "ok" or a one-line reason."""
+
+        async def probe(name: str, check: Any) -> tuple[str, str]:
+            try:
+                await asyncio.wait_for(check, timeout=5)
+                return name, "ok"
+            except DependencyUnavailable as exc:
+                return name, str(exc)
+            except Exception as exc:  # noqa: BLE001 - any failure is "down" for readiness
+                return name, one_line_reason(exc)
+
+        results = await asyncio.gather(
+            probe("clickhouse", self.clickhouse.ping()),
+            probe("metadata", asyncio.to_thread(self.metadata.ping)),
+            probe("redis", ping_redis(self.redis_url)),
+            probe("blob_store", self.blobs.ping()),
+        )
+        return dict(results)
+
+    async def close(self) -> None:
+        self.clickhouse.close()
+        self.metadata.dispose()
+        if self.embedded_redis is not None:
+            await asyncio.to_thread(self.embedded_redis.stop)
+
+
+async def open_services(settings: Settings) -> Services:
+    """Connect to (or start) every dependency; raise DependencyUnavailable naming the first that fails."""
+    log = get_logger("tracehouse.runtime")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    cleanups: list[Callable[[], None]] = []  # undo what was opened if a later step fails
+    try:
+        embedded_redis = None
+        redis_url = settings.redis_url
+        if redis_url is None:
+            embedded_redis = EmbeddedRedis(settings.data_dir / "redis")
+            await asyncio.to_thread(embedded_redis.start)
+            cleanups.append(embedded_redis.stop)
+            redis_url = embedded_redis.url
+        else:
+            await ping_redis(redis_url)
+
+        metadata = MetadataDB(settings.metadata_url)
+        cleanups.append(metadata.dispose)
+        await asyncio.to_thread(metadata.ping)
+
+        clickhouse = await asyncio.to_thread(ClickHouse.from_settings, settings)
+        cleanups.append(clickhouse.close)
+        await clickhouse.ping()
+
+        blobs = BlobStore(BlobStoreConfig.from_settings(settings))
+        await blobs.ping()
+    except BaseException:
+        for undo in reversed(cleanups):
+            await asyncio.to_thread(undo)
+        raise
+    log.info(
+        "services_opened",
+        clickhouse=clickhouse.target,
+        metadata=_mask(settings.metadata_url),
+        redis=describe_redis(redis_url),
+        blob_store=blobs.config.describe(),
+    )
+    return Services(
+        settings=settings,
+        clickhouse=clickhouse,
+        metadata=metadata,
+        blobs=blobs,
+        redis_url=redis_url,
+        metrics=Metrics(),
+        embedded_redis=embedded_redis,
+    )
+
+
+async def migrate(services: Services) -> dict[str, list[str]]:
+    """Bring the metadata DB and ClickHouse schemas up to date (idempotent)."""
+    settings = services.settings
+    cluster = settings.clickhouse_cluster_name if settings.clickhouse_cluster_enabled else None
+    return {
+        "metadata": await asyncio.to_thread(services.metadata.migrate),
+        "clickhouse": await migrate_clickhouse(services.clickhouse, cluster=cluster),
+    }
+
+
+def _mask(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

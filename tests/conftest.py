@@ -1,0 +1,109 @@
+"""Shared fixtures: real services, embedded by default, the machine's servers when CI points at them.
+
+- TRACEHOUSE_TEST_REDIS_URL: a real Redis (otherwise an embedded redis-server is started).
+- TRACEHOUSE_TEST_DATABASE_URL: a real PostgreSQL (metadata tests then run on it as well).
+chDB allows one data directory per process, so every in-process ClickHouse test shares one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tracehouse.clickhouse import ClickHouse, migrate_clickhouse
+from tracehouse.redis_embedded import EmbeddedRedis
+from tracehouse.settings import Settings, load_settings
+
+# Tests must never pick up an operator's environment by accident.
+for _name in ("CLICKHOUSE_URL", "CLICKHOUSE_EXPORT_URL", "REDIS_URL", "REDIS_CONNECTION_STRING", "DATABASE_URL",
+              "LANGFUSE_S3_EVENT_UPLOAD_BUCKET", "LANGFUSE_WORKER_ROLE"):
+    os.environ.pop(_name, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tracehouse")
+
+
+@pytest.fixture(scope="session")
+def redis_url(session_dir: Path) -> Iterator[str]:
+    url = os.environ.get("TRACEHOUSE_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(session_dir / "redis")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """A bullmq key prefix of its own per test, so tests on a shared Redis never see each other."""
+    import redis
+
+    prefix = f"thtest-{secrets.token_hex(4)}"
+    yield prefix
+    from tracehouse.queues import bullmq_connection
+
+    client = redis.Redis(**bullmq_connection(redis_url))
+    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def settings(session_dir: Path, redis_url: str) -> Settings:
+    return load_settings(data_dir=session_dir / "data", redis_url=redis_url)
+
+
+@pytest.fixture(scope="session")
+async def clickhouse(settings: Settings) -> AsyncIterator[ClickHouse]:
+    ch = ClickHouse.from_settings(settings)
+    await migrate_clickhouse(ch)
+    yield ch
+    ch.close()
+
+
+@contextmanager
+def fresh_postgres_database(admin_url: str) -> Iterator[str]:
+    """A new, uniquely named PostgreSQL database for one test; dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"tracehouse_test_{secrets.token_hex(6)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def metadata_url(tmp_path: Path) -> Iterator[str]:
+    """PostgreSQL when CI gives one, else a SQLite file: the URL a second process can share."""
+    admin_url = os.environ.get("TRACEHOUSE_TEST_DATABASE_URL")
+    if not admin_url:
+        yield f"sqlite:///{tmp_path / 'shared-metadata.db'}"
+        return
+    with fresh_postgres_database(admin_url) as url:
+        yield url

@@ -1,0 +1,181 @@
+"""End to end: the `tracehouse` command as an operator runs it, in real subprocesses."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import free_port
+
+BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TRACEHOUSE_LOG_LEVEL": "info"}
+
+
+class Proc:
+    """A tracehouse subprocess whose output lines are collected as they arrive."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.popen = subprocess.Popen([sys.executable, "-m", "tracehouse", *args], env={**BASE_ENV, **env},
+                                      cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, sink in ((self.popen.stdout, self.out), (self.popen.stderr, self.err)):
+            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, sink):
+        for line in stream:
+            sink.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, where: str = "out", timeout: float = 90) -> str:
+        lines = self.out if where == "out" else self.err
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(lines):
+                if re.search(pattern, line):
+                    return line
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"{pattern!r} not seen; exit={self.popen.poll()}\nout={self.out}\nerr={self.err[-20:]}")
+
+    def children(self) -> list[int]:
+        # Any thread may have started a child (the embedded Redis starts from a worker thread).
+        tasks = Path(f"/proc/{self.popen.pid}/task").glob("*/children")
+        return [int(pid) for path in tasks for pid in path.read_text().split()]
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 20) -> tuple[int, float]:
+        started = time.monotonic()
+        self.popen.send_signal(sig)
+        code = self.popen.wait(timeout)
+        return code, time.monotonic() - started
+
+    def kill(self):
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def test_serve_starts_prints_keys_answers_and_stops_cleanly(tmp_path):
+    port = free_port()
+    data_dir = tmp_path / "data"
+    proc = Proc(["serve", "--port", str(port), "--data-dir", str(data_dir)], {}, tmp_path)
+    try:
+        proc.wait_for("Press Ctrl-C to stop")
+        banner = "\n".join(proc.out)
+        assert f"http://127.0.0.1:{port}" in banner
+        public = re.search(r"LANGFUSE_PUBLIC_KEY=(pk-lf-[0-9a-f-]{36})", banner).group(1)
+        assert re.search(r"LANGFUSE_SECRET_KEY=sk-lf-[0-9a-f-]{36}", banner)
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/api/public/health").json()["status"] == "OK"
+        ready = httpx.get(f"{base}/api/ready")
+        assert ready.status_code == 200, ready.text
+        assert "http_requests_total" in httpx.get(f"{base}/metrics").text
+        started = [json.loads(line) for line in proc.err if '"worker_started"' in line]
+        assert started and started[0]["role"] == "all"
+        children = proc.children()
+        assert children, "the embedded redis-server should be our child"
+        code, took = proc.stop(signal.SIGINT)
+    finally:
+        proc.kill()
+    assert code in (0, 130), proc.err[-10:]
+    assert took < 15
+    assert not [pid for pid in children if _alive(pid)], "a child process outlived tracehouse"
+
+    # A second start on the same data keeps the project and does not mint or print a new secret.
+    proc = Proc(["serve", "--port", str(port), "--data-dir", str(data_dir)], {}, tmp_path)
+    try:
+        proc.wait_for("Press Ctrl-C to stop")
+        banner = "\n".join(proc.out)
+        assert f"LANGFUSE_PUBLIC_KEY={public}" in banner
+        assert "LANGFUSE_SECRET_KEY=sk-lf-" not in banner
+        proc.stop(signal.SIGTERM)
+    finally:
+        proc.kill()
+
+
+def _run(args, env, cwd):
+    return subprocess.run([sys.executable, "-m", "tracehouse", *args], env={**BASE_ENV, **env}, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_headless_init_project_is_idempotent(tmp_path):
+    env = {
+        "TRACEHOUSE_DATA_DIR": str(tmp_path / "d"),
+        "LANGFUSE_INIT_PROJECT_ID": "proj-ci",
+        "LANGFUSE_INIT_PROJECT_NAME": "CI project",
+        "LANGFUSE_INIT_PROJECT_PUBLIC_KEY": "pk-lf-ci-public",
+        "LANGFUSE_INIT_PROJECT_SECRET_KEY": "sk-lf-ci-secret",
+    }
+    first = _run(["migrate"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "clickhouse: 0001_traces" in first.stdout
+    second = _run(["migrate"], env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "metadata: up to date" in second.stdout and "clickhouse: up to date" in second.stdout
+    projects = _run(["projects", "list"], env, tmp_path).stdout.strip().splitlines()
+    assert [line.split("\t")[:2] for line in projects] == [["proj-ci", "CI project"]]
+    keys = _run(["keys", "list"], env, tmp_path).stdout.strip().splitlines()
+    assert len(keys) == 1 and "pk-lf-ci-public" in keys[0] and "sk-lf-ci-secret" not in keys[0]
+
+
+def test_projects_and_keys_commands(tmp_path):
+    env = {"TRACEHOUSE_DATA_DIR": str(tmp_path / "d")}
+    created = _run(["projects", "create", "demo", "--id", "demo"], env, tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert re.search(r"LANGFUSE_SECRET_KEY=sk-lf-", created.stdout)
+    key = _run(["keys", "create", "--project", "demo", "--note", "second"], env, tmp_path)
+    public = re.search(r"LANGFUSE_PUBLIC_KEY=(\S+)", key.stdout).group(1)
+    assert _run(["keys", "revoke", public], env, tmp_path).returncode == 0
+    listed = _run(["keys", "list", "--project", "demo"], env, tmp_path).stdout
+    states = {line.split("\t")[2]: line.split("\t")[4] for line in listed.strip().splitlines()}
+    assert states[public] == "revoked" and list(states.values()).count("active") == 1
+    unknown = _run(["keys", "create", "--project", "nope"], env, tmp_path)
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error:")
+    assert len(unknown.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("role", ["export", "ingestion"])
+def test_worker_roles_start_beside_web_on_shared_servers(tmp_path, redis_url, metadata_url, role):
+    shared = {"REDIS_URL": redis_url, "DATABASE_URL": metadata_url, "REDIS_KEY_PREFIX": "thtest-cli"}
+    port = free_port()
+    # chDB allows one process per directory, so each process has its own embedded ClickHouse here.
+    web = Proc(["web", "--port", str(port)], {**shared, "TRACEHOUSE_DATA_DIR": str(tmp_path / "web")}, tmp_path)
+    worker = Proc(["worker", "--role", role], {**shared, "TRACEHOUSE_DATA_DIR": str(tmp_path / "w")}, tmp_path)
+    try:
+        line = worker.wait_for('"worker_started"', where="err")
+        assert json.loads(line)["role"] == role
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, web.err[-10:]
+            time.sleep(0.2)
+        code, took = worker.stop(signal.SIGTERM)
+        assert code == 0, worker.err[-10:]
+        assert took < 10
+        worker.wait_for('"worker_stopped"', where="err", timeout=1)
+        code, _ = web.stop(signal.SIGTERM)
+        assert code in (0, 130)
+    finally:
+        web.kill()
+        worker.kill()

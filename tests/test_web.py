@@ -1,0 +1,102 @@
+import base64
+import dataclasses
+
+import httpx
+import pytest
+from fastapi import Depends
+
+from tracehouse.metadata import create_api_key, create_project, revoke_api_key
+from tracehouse.runtime import migrate, open_services
+from tracehouse.web.app import create_app
+from tracehouse.web.auth import ProjectAuth, require_project
+
+
+@pytest.fixture(scope="module")
+async def services(settings):
+    opened = await open_services(settings)
+    await migrate(opened)
+    yield opened
+    await opened.close()
+
+
+def _client(app):
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def _basic(public: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{public}:{secret}".encode()).decode()}
+
+
+async def test_health_is_langfuse_shaped(services):
+    async with _client(create_app(services)) as client:
+        response = await client.get("/api/public/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "OK" and isinstance(body["version"], str)
+
+
+async def test_ready_checks_every_dependency(services):
+    async with _client(create_app(services)) as client:
+        response = await client.get("/api/ready")
+    assert response.status_code == 200, response.text
+    assert response.json()["checks"] == {"clickhouse": "ok", "metadata": "ok", "redis": "ok", "blob_store": "ok"}
+
+
+async def test_ready_names_what_is_down(services):
+    broken = dataclasses.replace(services, redis_url="redis://127.0.0.1:1")
+    async with _client(create_app(broken)) as client:
+        response = await client.get("/api/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "Unavailable: redis"
+    assert body["checks"]["redis"].startswith("cannot reach Redis at redis://127.0.0.1:1")
+    assert body["checks"]["clickhouse"] == "ok"
+
+
+async def test_metrics_count_requests(services):
+    labels = {"method": "GET", "route": "/api/public/health", "status": "200"}
+    before = services.metrics.registry.get_sample_value("http_requests_total", labels) or 0.0
+    async with _client(create_app(services)) as client:
+        await client.get("/api/public/health")
+        await client.get("/api/public/health")
+        text = (await client.get("/metrics")).text
+    assert services.metrics.registry.get_sample_value("http_requests_total", labels) == before + 2
+    assert 'http_requests_total{method="GET",route="/api/public/health",status="200"}' in text
+    assert "http_request_duration_seconds_bucket" in text
+
+
+async def test_basic_auth_resolves_the_project_and_rejects_everything_else(services):
+    project = create_project(services.metadata, "auth-test")
+    key = create_api_key(services.metadata, project.id, salt=services.settings.salt)
+    app = create_app(services)
+
+    @app.get("/api/public/whoami")
+    async def whoami(auth: ProjectAuth = Depends(require_project)) -> dict[str, str]:
+        return {"projectId": auth.project_id}
+
+    async with _client(app) as client:
+        ok = await client.get("/api/public/whoami", headers=_basic(key.public_key, key.secret_key))
+        wrong = await client.get("/api/public/whoami", headers=_basic(key.public_key, "sk-lf-wrong"))
+        missing = await client.get("/api/public/whoami")
+        garbage = await client.get("/api/public/whoami", headers={"Authorization": "Basic !!!"})
+        bearer = await client.get("/api/public/whoami", headers={"Authorization": "Bearer x"})
+    assert ok.status_code == 200 and ok.json() == {"projectId": project.id}
+    for response in (wrong, missing, garbage, bearer):
+        assert response.status_code == 401
+        assert response.json()["error"] == "UnauthorizedError"
+        assert response.json()["message"]
+    assert wrong.json()["message"].startswith("Invalid credentials")
+
+    # Revocation takes effect once the verifier's cache entry is gone.
+    assert revoke_api_key(services.metadata, key.public_key)
+    app.state.key_verifier.forget()
+    async with _client(app) as client:
+        revoked = await client.get("/api/public/whoami", headers=_basic(key.public_key, key.secret_key))
+    assert revoked.status_code == 401
+
+
+async def test_openapi_document_is_served(services):
+    async with _client(create_app(services)) as client:
+        response = await client.get("/api/public/openapi.json")
+    assert response.status_code == 200
+    assert "/api/public/health" in response.json()["paths"]
