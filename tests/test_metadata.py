@@ -109,10 +109,15 @@ def all_stored_values(db: MetadataDB) -> list[Any]:
 # --- migrations ---------------------------------------------------------------------------------
 
 
+# Every shipped revision, in order; the last one is head.
+REVISIONS = ["0001", "0002"]
+HEAD = REVISIONS[-1]
+
+
 def test_migrate_applies_initial_then_nothing(fresh_db: MetadataDB) -> None:
     assert fresh_db.current_revision() is None
-    assert fresh_db.migrate() == ["0001"]
-    assert fresh_db.current_revision() == "0001" == fresh_db.head_revision()
+    assert fresh_db.migrate() == REVISIONS
+    assert fresh_db.current_revision() == HEAD == fresh_db.head_revision()
 
     before = schema_snapshot(fresh_db.engine)
     assert {"projects", "api_keys", "cron_jobs", "alembic_version"} <= set(before)
@@ -122,7 +127,7 @@ def test_migrate_applies_initial_then_nothing(fresh_db: MetadataDB) -> None:
     assert [fk[1:] for fk in before["api_keys"]["fks"]] == [(("project_id",), "projects")]
 
     assert fresh_db.migrate() == []
-    assert fresh_db.current_revision() == "0001"
+    assert fresh_db.current_revision() == HEAD
     assert schema_snapshot(fresh_db.engine) == before
 
 
@@ -153,19 +158,19 @@ def test_concurrent_migrations_apply_once(db_url: str) -> None:
         t.join(60)
     try:
         assert errors == []
-        assert sorted(results) == [[], [], [], ["0001"]]
-        assert dbs[0].current_revision() == "0001"
+        assert sorted(results) == [[], [], [], REVISIONS]
+        assert dbs[0].current_revision() == HEAD
     finally:
         for d in dbs:
             d.dispose()
 
 
-FAILING_0002 = """
+FAILING_EXTRA = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9999"
+down_revision = "HEAD_REVISION"
 branch_labels = None
 depends_on = None
 
@@ -176,12 +181,12 @@ def upgrade():
     op.execute("SELECT * FROM table_that_does_not_exist")
 """
 
-REBUILDING_0002 = """
+REBUILDING_EXTRA = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9999"
+down_revision = "HEAD_REVISION"
 branch_labels = None
 depends_on = None
 
@@ -197,7 +202,7 @@ def _scripts_with(tmp_path: Path, source: str) -> Path:
     target = tmp_path / "alembic_copy"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(database_module.ALEMBIC_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
-    (target / "versions" / "0002_extra.py").write_text(source)
+    (target / "versions" / "9999_extra.py").write_text(source.replace("HEAD_REVISION", HEAD))
     return target
 
 
@@ -207,10 +212,10 @@ def test_failed_migration_leaves_no_trace(
     project = create_project(db, "survivor")
     create_api_key(db, project.id, salt=SALT)
     before = schema_snapshot(db.engine)
-    monkeypatch.setattr(database_module, "ALEMBIC_DIR", _scripts_with(tmp_path, FAILING_0002))
+    monkeypatch.setattr(database_module, "ALEMBIC_DIR", _scripts_with(tmp_path, FAILING_EXTRA))
     with pytest.raises(sa.exc.SQLAlchemyError):
         db.migrate()
-    assert db.current_revision() == "0001"
+    assert db.current_revision() == HEAD
     assert schema_snapshot(db.engine) == before
     assert [p.name for p in list_projects(db)] == ["survivor"]
 
@@ -223,8 +228,8 @@ def test_sqlite_table_rebuild_keeps_child_rows(tmp_path: Path, monkeypatch: pyte
         db.migrate()
         project = create_project(db, "parent")
         key = create_api_key(db, project.id, salt=SALT)
-        monkeypatch.setattr(database_module, "ALEMBIC_DIR", _scripts_with(tmp_path, REBUILDING_0002))
-        assert db.migrate() == ["0002"]
+        monkeypatch.setattr(database_module, "ALEMBIC_DIR", _scripts_with(tmp_path, REBUILDING_EXTRA))
+        assert db.migrate() == ["9999"]
         assert "extra" in [c["name"] for c in sa.inspect(db.engine).get_columns("projects")]
         assert verify_api_key(db, key.public_key, key.secret_key, salt=SALT) == project.id
         with db.engine.connect() as conn:
@@ -492,7 +497,7 @@ def test_ping_reachable(db: MetadataDB) -> None:
     db.ping()
     db.dispose()  # ping opens a fresh connection after the pool is emptied
     db.ping()
-    assert db.current_revision() == "0001"
+    assert db.current_revision() == HEAD
 
 
 def test_ping_unreachable_postgres_is_one_masked_line() -> None:

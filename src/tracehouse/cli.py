@@ -28,7 +28,7 @@ from tracehouse.metadata import (
 )
 from tracehouse.runtime import migrate, open_services
 from tracehouse.settings import Settings, WorkerRole, load_settings
-from tracehouse.workers import start_workers
+from tracehouse.workers import consumed_queues, start_workers, worker_health_app
 
 T = TypeVar("T")
 
@@ -164,7 +164,8 @@ async def _serve(settings: Settings, *, role: WorkerRole, with_workers: bool, ba
                 if runner is not None:
                     await runner.shutdown(settings.shutdown_timeout_s)
 
-        api = create_app(services, background=workers)
+        api = create_app(services, background=workers,
+                         expected_queues=consumed_queues(services, WorkerRole.ALL))
         config = uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning",
                                 lifespan="on", access_log=False, timeout_graceful_shutdown=5)
         server = _quiet_server_class()(config)
@@ -214,12 +215,31 @@ async def _worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         runner = await start_workers(services, settings.worker_role)
+        health = await _start_health_server(services, runner)
         await stop.wait()
+        if health is not None:
+            health.should_exit = True
         get_logger("tracehouse.worker").info("worker_stopping", timeout_s=settings.shutdown_timeout_s)
         clean = await runner.shutdown(settings.shutdown_timeout_s)
         get_logger("tracehouse.worker").info("worker_stopped", clean=clean)
     finally:
         await services.close()
+
+
+async def _start_health_server(services: Services, runner: Any) -> Any:
+    """The worker's health/metrics port (TRACEHOUSE_WORKER_PORT, 3030 as Langfuse's; 0 disables)."""
+    settings = services.settings
+    if not settings.worker_port:
+        return None
+    import uvicorn
+
+    config = uvicorn.Config(worker_health_app(services, runner), host=settings.host, port=settings.worker_port,
+                            log_level="warning", lifespan="off", access_log=False)
+    server = _quiet_server_class()(config)
+    asyncio.ensure_future(server.serve())
+    get_logger("tracehouse.worker").info("worker_health_listening",
+                                         url=f"http://{settings.host}:{settings.worker_port}/api/health")
+    return server
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
 
     # --- workers -------------------------------------------------------------------------------
     worker_role: WorkerRole = Field(WorkerRole.ALL, validation_alias=_env("LANGFUSE_WORKER_ROLE"))
+    queue_stuck_threshold_minutes: float = Field(
+        15.0, gt=0, validation_alias=_env("LANGFUSE_QUEUE_CONSUMPTION_STUCK_THRESHOLD_MINUTES")
+    )
+    admin_api_key: str | None = Field(None, validation_alias=_env("ADMIN_API_KEY"))
 
     # --- blob store (raw events; exports configure their own destinations) ----------------------
     blob_bucket: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_EVENT_UPLOAD_BUCKET"))

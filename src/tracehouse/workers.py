@@ -1,29 +1,89 @@
-"""Which processors exist, and starting the workers a role consumes."""
+"""Which processors exist, and starting the workers (and their health server) a role consumes."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
+from tracehouse.cron import CronSpec, cron_processor, register_schedules
 from tracehouse.logging import get_logger
-from tracehouse.queues import Processor, QueueRunner, queues_for_role
+from tracehouse.queues import QUEUES, Processor, QueueProducer, QueueRunner, queues_for_role, redis_client
+from tracehouse.queues.activity import ActivityTracker
 from tracehouse.runtime import Services
 from tracehouse.settings import WorkerRole
+from tracehouse.usage.service import usage_cron
+
+
+def cron_specs(services: Services) -> list[CronSpec]:
+    return [usage_cron(services.clickhouse)]
 
 
 def build_processors(services: Services) -> dict[str, Processor]:
     """Queue name -> processor. Capabilities add theirs here as they land."""
-    return {}
+    processors: dict[str, Processor] = {}
+    for spec in cron_specs(services):
+        processors[spec.queue] = cron_processor(spec, services.metadata)
+    return processors
+
+
+def consumed_queues(services: Services, role: WorkerRole, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Queues a worker of this role consumes: its role's queues, switched on, with a processor."""
+    processors = build_processors(services)
+    return [s.name for s in queues_for_role(role, dict(environ or os.environ)) if s.name in processors]
 
 
 async def start_workers(
-    services: Services, role: WorkerRole, environ: Mapping[str, str] | None = None
+    services: Services,
+    role: WorkerRole,
+    environ: Mapping[str, str] | None = None,
+    processors: Mapping[str, Processor] | None = None,
+    crons: list[CronSpec] | None = None,
 ) -> QueueRunner:
-    processors = build_processors(services)
+    processors = dict(processors if processors is not None else build_processors(services))
+    crons = crons if crons is not None else cron_specs(services)
     specs = [s for s in queues_for_role(role, dict(environ or os.environ)) if s.name in processors]
-    runner = QueueRunner(
-        services.redis_connection, specs, processors, prefix=services.settings.redis_key_prefix
-    )
+    prefix = services.settings.redis_key_prefix
+    activity = ActivityTracker(redis_client(services.redis_url), prefix)
+    runner = QueueRunner(services.redis_connection, specs, processors, prefix=prefix,
+                         metrics=services.metrics, activity=activity)
     await runner.start()
-    get_logger("tracehouse.worker").info("worker_started", role=role.value, queues=runner.queue_names)
+    consumed = set(runner.queue_names)
+    producer = QueueProducer(services.redis_connection, QUEUES, prefix=prefix)
+    try:
+        # Only a process that consumes a cron's queue registers its schedule (upsert by id).
+        await register_schedules(producer.queue, [c for c in crons if c.queue in consumed])
+    finally:
+        await producer.close()
+    get_logger("tracehouse.worker").info("worker_started", role=role.value, queues=runner.queue_names,
+                                         crons=[c.name for c in crons if c.queue in consumed])
     return runner
+
+
+def worker_health_app(services: Services, runner: QueueRunner) -> Any:
+    """The worker's own HTTP endpoints (Langfuse's worker port, 3030): health, queue health, metrics."""
+    from fastapi import FastAPI, Response
+    from fastapi.responses import JSONResponse
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from tracehouse.queues.health import check_queues
+
+    app = FastAPI(title="tracehouse worker", docs_url=None, redoc_url=None, openapi_url=None)
+    client = redis_client(services.redis_url)
+
+    async def queue_health() -> JSONResponse:
+        health = await check_queues(
+            client, services.settings.redis_key_prefix, queues=runner.queue_names, expected=runner.queue_names,
+            stuck_after_s=services.settings.queue_stuck_threshold_minutes * 60, worker_running=runner.running,
+            worker_concurrency=runner.concurrency, metrics=services.metrics)
+        return JSONResponse(health.body, status_code=200 if health.healthy else 503)
+
+    app.get("/api/health")(queue_health)
+    app.get("/api/health/queue")(queue_health)
+    app.get("/api/ready")(queue_health)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -110,3 +110,34 @@ class CronJob(Base):
 
     def __repr__(self) -> str:
         return f"CronJob(name={self.name!r}, state={self.state!r})"
+
+
+class CronRun(Base):
+    """One row per period a cron job committed: the audit trail of exactly-once execution."""
+
+    __tablename__ = "cron_runs"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String, nullable=False)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    worker: Mapped[str] = mapped_column(sa.String, nullable=False)
+
+    # Deliberately not unique: exactly-once is enforced by the cron_jobs.last_run compare-and-set,
+    # and a duplicate here would be visible evidence that it failed.
+    __table_args__ = (sa.Index("ix_cron_runs_name_period_start", "name", "period_start"),)
+
+
+class UsageHourly(Base):
+    """Traces, observations and scores created per project and hour (written by usage metering)."""
+
+    __tablename__ = "usage_hourly"
+
+    project_id: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    traces: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0)
+    observations: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0)
+    scores: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)

@@ -25,6 +25,7 @@ def _retry(attempts: int, delay_ms: int, *, keep_completed_s: int = 3600, keep_f
         "backoff": {"type": "exponential", "delay": delay_ms},
         "removeOnComplete": {"age": keep_completed_s},
         "removeOnFail": {"age": keep_failed_s},
+        "stackTraceLimit": 1,  # errors are stored truncated (see runner.instrument); keep one trace
     }
 
 

@@ -10,15 +10,72 @@ Workarounds applied to every worker (see the dependency evaluation):
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from bullmq import Queue, Worker
+from bullmq.custom_errors import UnrecoverableError
 
 from tracehouse.logging import get_logger
+from tracehouse.metrics import Metrics
+from tracehouse.queues.activity import ActivityTracker
 from tracehouse.queues.registry import QueueSpec
 
 Processor = Callable[[Any, str], Awaitable[Any]]
+
+MAX_ERROR_CHARS = 2_000  # what a failed job keeps of its error in Redis
+MAX_RESULT_CHARS = 16_000  # what a completed job keeps of its return value
+
+
+class JobFailed(Exception):
+    """The stored form of a processor's error: type and message, truncated, no long traceback."""
+
+
+def _bounded_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 15] + "... [truncated]"
+
+
+def _bounded_result(result: Any) -> Any:
+    text = json.dumps(result, default=str)
+    if len(text) <= MAX_RESULT_CHARS:
+        return result
+    return {"truncated": True, "chars": len(text), "preview": text[:500]}
+
+
+def instrument(
+    queue: str, processor: Processor, *, metrics: Metrics | None, activity: ActivityTracker | None, log: Any
+) -> Processor:
+    """Wrap a processor with metrics, activity tracking and bounded errors and results."""
+
+    async def run(job: Any, token: str) -> Any:
+        started = time.perf_counter()
+        if metrics:
+            metrics.job_started(queue)
+        if activity:
+            await activity.touch(queue, "started")
+        try:
+            result = await processor(job, token)
+        except Exception as exc:
+            if metrics:
+                metrics.job_finished(queue, "failed", time.perf_counter() - started)
+            if activity:
+                await activity.touch(queue, "failed")
+            log.warning("job_failed", queue=queue, job_id=job.id, attempt=job.attemptsMade + 1,
+                        error=_bounded_error(exc), exc_info=exc)
+            stored = _bounded_error(exc)
+            if isinstance(exc, UnrecoverableError):
+                raise UnrecoverableError(stored) from None
+            raise JobFailed(stored) from None
+        if metrics:
+            metrics.job_finished(queue, "completed", time.perf_counter() - started)
+        if activity:
+            await activity.touch(queue, "completed")
+        return _bounded_result(result)
+
+    return run
 
 
 class QueueRunner:
@@ -32,6 +89,8 @@ class QueueRunner:
         *,
         prefix: str = "bull",
         logger: Any = None,
+        metrics: Metrics | None = None,
+        activity: ActivityTracker | None = None,
     ) -> None:
         missing = [s.name for s in specs if s.name not in processors]
         if missing:
@@ -41,18 +100,34 @@ class QueueRunner:
         self._processors = processors
         self._prefix = prefix
         self._log = logger or get_logger("tracehouse.queues")
+        self._metrics = metrics
+        self._activity = activity
         self.workers: dict[str, Worker] = {}
+        self._started = False
         self._runs: list[asyncio.Future[Any]] = []
 
     @property
     def queue_names(self) -> list[str]:
         return [s.name for s in self._specs]
 
+    @property
+    def concurrency(self) -> dict[str, int]:
+        return {s.name: s.concurrency for s in self._specs}
+
+    @property
+    def running(self) -> bool:
+        """All workers started and still consuming (none crashed or closing)."""
+        return self._started and all(
+            w.running and not w.closing and not run.done() for w, run in zip(self.workers.values(), self._runs,
+                                                                             strict=True))
+
     async def start(self) -> None:
         for spec in self._specs:
+            processor = instrument(spec.name, self._processors[spec.name], metrics=self._metrics,
+                                   activity=self._activity, log=self._log)
             worker = Worker(
                 spec.name,
-                self._processors[spec.name],
+                processor,
                 {
                     "connection": dict(self._connection),
                     "prefix": self._prefix,
@@ -69,6 +144,7 @@ class QueueRunner:
             await worker.blockingRedisConnection.getRedisVersion()
             self.workers[spec.name] = worker
             self._runs.append(asyncio.ensure_future(worker.run()))
+        self._started = True
 
     async def shutdown(self, timeout_s: float) -> bool:
         """Stop taking jobs, wait up to `timeout_s` for running ones, then close.
@@ -76,6 +152,7 @@ class QueueRunner:
         Returns True when every running job finished in time. Jobs still running at the deadline
         are abandoned, not failed: their locks expire and another worker picks them up.
         """
+        self._started = False
         if not self.workers:
             return True
         closing = [asyncio.ensure_future(w.close()) for w in self.workers.values()]

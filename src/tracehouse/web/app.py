@@ -11,14 +11,18 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from tracehouse import __version__
+from tracehouse.queues import redis_client
 from tracehouse.runtime import Services
-from tracehouse.web import health
+from tracehouse.usage import api as usage_api
+from tracehouse.web import health, queues_api
 from tracehouse.web.auth import AuthError, KeyVerifier
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
-def create_app(services: Services, *, background: Lifespan | None = None) -> FastAPI:
+def create_app(
+    services: Services, *, background: Lifespan | None = None, expected_queues: list[str] | None = None
+) -> FastAPI:
     """Build the web app over already-opened services.
 
     `background` runs inside the app's lifespan: `serve` passes the queue workers here so the
@@ -27,12 +31,15 @@ def create_app(services: Services, *, background: Lifespan | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if background is None:
-            yield
-            return
-        async with background(app):
-            yield
-        app.state.shutting_down = True
+        try:
+            if background is None:
+                yield
+            else:
+                async with background(app):
+                    yield
+        finally:
+            app.state.shutting_down = True
+            await app.state.redis.aclose()
 
     app = FastAPI(
         title="tracehouse",
@@ -45,6 +52,9 @@ def create_app(services: Services, *, background: Lifespan | None = None) -> Fas
     app.state.services = services
     app.state.shutting_down = False
     app.state.key_verifier = KeyVerifier(services.metadata, salt=services.settings.salt)
+    app.state.redis = redis_client(services.redis_url)
+    # Queues that some worker should be consuming (stuck detection only applies to these).
+    app.state.expected_queues = expected_queues if expected_queues is not None else []
 
     @app.exception_handler(AuthError)
     async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:
@@ -52,6 +62,8 @@ def create_app(services: Services, *, background: Lifespan | None = None) -> Fas
 
     _install_request_metrics(app, services)
     app.include_router(health.router)
+    app.include_router(queues_api.router)
+    app.include_router(usage_api.router)
     return app
 
 

@@ -1,0 +1,1 @@
+"""Usage metering: hourly counts per project, as an exactly-once cron job."""
