@@ -26,7 +26,7 @@ from tracehouse.metadata import (
     list_projects,
     revoke_api_key,
 )
-from tracehouse.runtime import migrate, open_services
+from tracehouse.runtime import Services, migrate, open_services
 from tracehouse.settings import Settings, WorkerRole, load_settings
 from tracehouse.workers import consumed_queues, start_workers, worker_health_app
 
