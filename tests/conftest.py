@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 
 from tracehouse.clickhouse import ClickHouse, migrate_clickhouse
+from tracehouse.logging import configure_logging
 from tracehouse.redis_embedded import EmbeddedRedis
 from tracehouse.settings import Settings, load_settings
+
+configure_logging("warning", "json")
 
 # Tests must never pick up an operator's environment by accident.
 for _name in ("CLICKHOUSE_URL", "CLICKHOUSE_EXPORT_URL", "REDIS_URL", "REDIS_CONNECTION_STRING", "DATABASE_URL",

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -329,6 +330,22 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or public key.")
         typer.echo(f"error: no key {key!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key}")
+
+
+@app.command("usage")
+def usage_cmd(
+    project: Annotated[str, typer.Option(help="Project id.")],
+    from_: Annotated[datetime | None, typer.Option("--from", help="Start hour (inclusive, UTC).")] = None,
+    to: Annotated[datetime | None, typer.Option(help="End hour (exclusive, UTC).")] = None,
+) -> None:
+    """Hourly traces / observations / scores of a project, as written by the usage-metering cron."""
+    from tracehouse.usage.service import usage_for_project
+
+    settings = _settings()
+    rows = _guard(lambda: usage_for_project(_metadata(settings), project, from_, to))
+    typer.echo("hour\ttraces\tobservations\tscores")
+    for row in rows:
+        typer.echo(f"{row.hour.isoformat()}\t{row.traces}\t{row.observations}\t{row.scores}")
 
 
 @app.callback(invoke_without_command=True)

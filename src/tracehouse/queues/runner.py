@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -63,9 +64,11 @@ def instrument(
                 metrics.job_finished(queue, "failed", time.perf_counter() - started)
             if activity:
                 await activity.touch(queue, "failed")
-            log.warning("job_failed", queue=queue, job_id=job.id, attempt=job.attemptsMade + 1,
-                        error=_bounded_error(exc), exc_info=exc)
             stored = _bounded_error(exc)
+            # The traceback is logged bounded too: a processor's error can carry megabytes.
+            trace = "".join(traceback.format_exception(exc))[-MAX_ERROR_CHARS * 2:]
+            log.warning("job_failed", queue=queue, job_id=job.id, attempt=job.attemptsMade + 1, error=stored,
+                        traceback=trace)
             if isinstance(exc, UnrecoverableError):
                 raise UnrecoverableError(stored) from None
             raise JobFailed(stored) from None
