@@ -157,10 +157,18 @@ def test_worker_roles_start_beside_web_on_shared_servers(tmp_path, redis_url, me
     port = free_port()
     # chDB allows one process per directory, so each process has its own embedded ClickHouse here.
     web = Proc(["web", "--port", str(port)], {**shared, "TRACEHOUSE_DATA_DIR": str(tmp_path / "web")}, tmp_path)
-    worker = Proc(["worker", "--role", role], {**shared, "TRACEHOUSE_DATA_DIR": str(tmp_path / "w")}, tmp_path)
+    health_port = free_port()
+    worker = Proc(["worker", "--role", role], {**shared, "TRACEHOUSE_DATA_DIR": str(tmp_path / "w"),
+                                               "TRACEHOUSE_WORKER_PORT": str(health_port)}, tmp_path)
     try:
         line = worker.wait_for('"worker_started"', where="err")
-        assert json.loads(line)["role"] == role
+        started = json.loads(line)
+        assert started["role"] == role
+        # Export consumes only export queues; the metering cron lives with ingestion.
+        assert ("cloud-usage-metering-queue" in started["queues"]) == (role == "ingestion")
+        worker.wait_for('"worker_health_listening"', where="err")
+        health = httpx.get(f"http://127.0.0.1:{health_port}/api/health")
+        assert health.status_code == 200 and health.json()["redis"] is True, health.text
         deadline = time.monotonic() + 60
         while True:
             try:

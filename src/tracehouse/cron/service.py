@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -82,7 +83,7 @@ class CronGuard:
                     session.execute(insert(CronJob).values(name=name, state=QUEUED))
             except IntegrityError:
                 pass  # the row exists already
-            result = session.execute(
+            result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(CronJob)
                 .where(CronJob.name == name)
                 .where((CronJob.state.is_(None)) | (CronJob.state != PROCESSING)
@@ -107,13 +108,15 @@ class CronGuard:
             session.execute(
                 update(CronJob).where(CronJob.name == name, CronJob.last_run.is_(None)).values(last_run=initial)
             )
-            return session.execute(select(CronJob.last_run).where(CronJob.name == name)).scalar_one()
+            last_run = session.execute(select(CronJob.last_run).where(CronJob.name == name)).scalar_one()
+            assert last_run is not None  # set just above when it was missing
+            return last_run
 
     def commit_period(self, spec: CronSpec, start: datetime, end: datetime, value: Any, worker: str,
                       started_at: datetime) -> bool:
         """Apply one period's effect and advance last_run, atomically and only from `start`."""
         with self._metadata.session() as session:
-            moved = session.execute(
+            moved: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(CronJob).where(CronJob.name == spec.name, CronJob.last_run == start).values(last_run=end)
             )
             if moved.rowcount != 1:

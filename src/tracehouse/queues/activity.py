@@ -35,7 +35,7 @@ class ActivityTracker:
 
 async def last_activity(client: aioredis.Redis, prefix: str) -> dict[str, dict[str, int]]:
     """queue -> {"started": ms, "completed": ms, "failed": ms} (only the kinds seen)."""
-    raw: dict[str, Any] = await client.hgetall(activity_key(prefix))
+    raw: dict[Any, Any] = await client.hgetall(activity_key(prefix))
     result: dict[str, dict[str, int]] = {}
     for field, value in raw.items():
         queue, _, kind = str(field).rpartition(":")

@@ -48,7 +48,7 @@ async def _oldest_waiting_ms(client: aioredis.Redis, prefix: str, queue: str) ->
     job_id = await client.lindex(f"{prefix}:{queue}:wait", -1)
     if job_id is None:
         return None
-    stamp = await client.hget(f"{prefix}:{queue}:{job_id}", "timestamp")
+    stamp = await client.hget(f"{prefix}:{queue}:{job_id!s}", "timestamp")
     return int(stamp) if stamp else None
 
 
@@ -67,9 +67,9 @@ async def check_queues(
     try:
         await asyncio.wait_for(client.ping(), timeout=2)
     except Exception as exc:  # noqa: BLE001 - unreachable for any reason is unhealthy
-        body = {"healthy": False, "redis": False, "queue": False, "worker": bool(worker_running),
+        down = {"healthy": False, "redis": False, "queue": False, "worker": bool(worker_running),
                 "details": {"redis_status": "unreachable", "error": one_line_reason(exc)}}
-        return QueueHealth(False, body)
+        return QueueHealth(False, down)
 
     counts = dict(zip(queues, await asyncio.gather(*(_counts(client, prefix, q) for q in queues)), strict=True))
     activity = await last_activity(client, prefix)
@@ -93,18 +93,13 @@ async def check_queues(
                 metrics.set_depth(queue, state, value)
     worker_ok = True if worker_running is None else worker_running
     healthy = not stuck and worker_ok
-    body: dict[str, Any] = {
-        "healthy": healthy,
-        "redis": True,
-        "queue": not stuck,
-        "worker": worker_ok,
-        "details": {
-            "redis_status": "ready",
-            "queue_counts": counts,
-            "stuck_queues": stuck,
-            "stuck_threshold_seconds": stuck_after_s,
-        },
+    details: dict[str, Any] = {
+        "redis_status": "ready",
+        "queue_counts": counts,
+        "stuck_queues": stuck,
+        "stuck_threshold_seconds": stuck_after_s,
     }
     if worker_concurrency is not None:
-        body["details"]["worker_concurrency"] = worker_concurrency
+        details["worker_concurrency"] = worker_concurrency
+    body = {"healthy": healthy, "redis": True, "queue": not stuck, "worker": worker_ok, "details": details}
     return QueueHealth(healthy, body)

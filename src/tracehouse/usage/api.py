@@ -24,5 +24,6 @@ async def get_usage(
                                    from_, to)
     data = [{"hour": r.hour.isoformat().replace("+00:00", "Z"), "traces": r.traces,
              "observations": r.observations, "scores": r.scores} for r in rows]
-    totals = {k: sum(d[k] for d in data) for k in ("traces", "observations", "scores")}
+    totals = {"traces": sum(r.traces for r in rows), "observations": sum(r.observations for r in rows),
+              "scores": sum(r.scores for r in rows)}
     return {"data": data, "meta": {"projectId": auth.project_id, "hours": len(data), "totals": totals}}
