@@ -21,6 +21,7 @@ import secrets
 import statistics
 import tempfile
 import time
+from typing import Any
 
 from bullmq import Queue, Worker
 
@@ -48,18 +49,24 @@ async def _drain(queue: Queue, jobs: int) -> None:
         await asyncio.sleep(0.02)
 
 
-async def run_raw(connection: dict, jobs: int) -> float:
-    prefix, name = f"bench-{secrets.token_hex(3)}", "raw"
-    queue = await _fill(connection, prefix, name, jobs)
+def _counting_noop(jobs: int) -> tuple[Any, asyncio.Event]:
+    """A processor that does nothing but signal when the last of `jobs` has run."""
     done = asyncio.Event()
     count = 0
 
-    async def noop(job, token):
+    async def noop(job: Any, token: str) -> None:
         nonlocal count
         count += 1
         if count == jobs:
             done.set()
 
+    return noop, done
+
+
+async def run_raw(connection: dict, jobs: int) -> float:
+    prefix, name = f"bench-{secrets.token_hex(3)}", "raw"
+    queue = await _fill(connection, prefix, name, jobs)
+    noop, done = _counting_noop(jobs)
     started = time.perf_counter()
     # The same functional fixes our runtime applies (socket timeout; version probe), nothing else.
     worker = Worker(name, noop, {"connection": dict(connection), "prefix": prefix, "concurrency": CONCURRENCY,
@@ -79,15 +86,7 @@ async def run_raw(connection: dict, jobs: int) -> float:
 async def run_ours(connection: dict, redis_url: str, jobs: int) -> float:
     prefix, name = f"bench-{secrets.token_hex(3)}", "ours"
     queue = await _fill(connection, prefix, name, jobs)
-    done = asyncio.Event()
-    count = 0
-
-    async def noop(job, token):
-        nonlocal count
-        count += 1
-        if count == jobs:
-            done.set()
-
+    noop, done = _counting_noop(jobs)
     spec = QueueSpec(name, RoleGroup.INGESTION, concurrency=CONCURRENCY)
     client = redis_client(redis_url)
     started = time.perf_counter()
