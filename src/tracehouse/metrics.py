@@ -40,6 +40,28 @@ class Metrics:
             "queue_job_attempts_total", "Job attempts started", ["queue"], registry=self.registry
         )
         self.queue_depth = Gauge("queue_depth", "Jobs per queue and state", ["queue", "state"], registry=self.registry)
+        self.ingestion_events = Counter(
+            "ingestion_events_total", "Ingestion events by outcome", ["status"], registry=self.registry
+        )
+        self.ingestion_rows_written = Counter(
+            "ingestion_rows_written_total", "Rows written and verified", ["table"], registry=self.registry
+        )
+        self.ingestion_rows_dead_lettered = Counter(
+            "ingestion_rows_dead_lettered_total", "Entities whose writes exhausted retries", ["table"],
+            registry=self.registry,
+        )
+        self.ingestion_write_seconds = Histogram(
+            "ingestion_write_seconds", "ClickHouse insert latency", ["table"], registry=self.registry,
+            buckets=JOB_BUCKETS,
+        )
+        self.ingestion_verify_seconds = Histogram(
+            "ingestion_verify_seconds", "Latency of the check that written rows are present", registry=self.registry,
+            buckets=JOB_BUCKETS,
+        )
+        self.ingestion_lag_seconds = Histogram(
+            "ingestion_queue_lag_seconds", "From HTTP accept to rows verified in ClickHouse", registry=self.registry,
+            buckets=JOB_BUCKETS,
+        )
         self._otel_jobs = meter.create_counter("queue_jobs_total", description="Jobs finished, by outcome")
         self._otel_duration = meter.create_histogram("queue_job_duration_seconds", unit="s",
                                                      description="Job run time")

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tracehouse.cron import CronSpec, cron_processor, register_schedules
+from tracehouse.ingestion.service import INGESTION_QUEUE, EntityLocks, IngestionProcessor
+from tracehouse.ingestion.writer import ClickHouseWriter
 from tracehouse.logging import get_logger
 from tracehouse.queues import QUEUES, Processor, QueueProducer, QueueRunner, queues_for_role, redis_client
 from tracehouse.queues.activity import ActivityTracker
@@ -19,9 +21,14 @@ def cron_specs(services: Services) -> list[CronSpec]:
     return [usage_cron(services.clickhouse)]
 
 
-def build_processors(services: Services) -> dict[str, Processor]:
+def build_processors(services: Services, writer: ClickHouseWriter, redis: Any) -> dict[str, Processor]:
     """Queue name -> processor. Capabilities add theirs here as they land."""
-    processors: dict[str, Processor] = {}
+    processors: dict[str, Processor] = {
+        INGESTION_QUEUE: IngestionProcessor(
+            clickhouse=services.clickhouse, blobs=services.blobs, writer=writer,
+            locks=EntityLocks(redis, services.settings.redis_key_prefix),
+            metadata=services.metadata, metrics=services.metrics),
+    }
     for spec in cron_specs(services):
         processors[spec.queue] = cron_processor(spec, services.metadata)
     return processors
@@ -29,7 +36,8 @@ def build_processors(services: Services) -> dict[str, Processor]:
 
 def consumed_queues(services: Services, role: WorkerRole, environ: Mapping[str, str] | None = None) -> list[str]:
     """Queues a worker of this role consumes: its role's queues, switched on, with a processor."""
-    processors = build_processors(services)
+    # Building processors opens nothing (clients connect on first use), so this is cheap.
+    processors = build_processors(services, ClickHouseWriter(services.clickhouse), redis=None)
     return [s.name for s in queues_for_role(role, dict(environ or os.environ)) if s.name in processors]
 
 
@@ -40,13 +48,16 @@ async def start_workers(
     processors: Mapping[str, Processor] | None = None,
     crons: list[CronSpec] | None = None,
 ) -> QueueRunner:
-    processors = dict(processors if processors is not None else build_processors(services))
+    writer = ClickHouseWriter(services.clickhouse, metrics=services.metrics)
+    redis = redis_client(services.redis_url)
+    processors = dict(processors if processors is not None else build_processors(services, writer, redis))
     crons = crons if crons is not None else cron_specs(services)
     specs = [s for s in queues_for_role(role, dict(environ or os.environ)) if s.name in processors]
     prefix = services.settings.redis_key_prefix
-    activity = ActivityTracker(redis_client(services.redis_url), prefix)
+    activity = ActivityTracker(redis, prefix)
     runner = QueueRunner(services.redis_connection, specs, processors, prefix=prefix,
                          metrics=services.metrics, activity=activity)
+    runner.after_close += [writer.close, redis.aclose]
     await runner.start()
     consumed = set(runner.queue_names)
     producer = QueueProducer(services.redis_connection, QUEUES, prefix=prefix)

@@ -58,6 +58,17 @@ def _params(params: Params) -> dict[str, Any] | None:
     return dict(params) if params else None
 
 
+def _chdb_params(params: Params) -> dict[str, Any] | None:
+    """chDB takes parameter values as text; arrays must be written as ClickHouse array literals."""
+    if not params:
+        return None
+    return {k: _array_literal(v) if isinstance(v, list | tuple | set) else v for k, v in params.items()}
+
+
+def _array_literal(values: Any) -> str:
+    return "[" + ",".join(_literal(v) for v in values) + "]"
+
+
 def _wrap_error(exc: BaseException) -> ClickHouseError:
     message = str(exc).strip() or type(exc).__name__
     return ClickHouseError(message, classify_error(message))
@@ -142,14 +153,14 @@ class ChdbBackend:
     def query_arrow(self, sql: str, params: Params, settings: QuerySettings) -> pa.Table:
         with self._connection(settings) as c:
             try:
-                return c.conn.query(sql, "ArrowTable", params=_params(params))
+                return c.conn.query(sql, "ArrowTable", params=_chdb_params(params))
             except RuntimeError as exc:
                 raise _wrap_error(exc) from None
 
     def command(self, sql: str, params: Params, settings: QuerySettings) -> None:
         with self._connection(settings) as c:
             try:
-                c.conn.query(sql, "CSV", params=_params(params))
+                c.conn.query(sql, "CSV", params=_chdb_params(params))
             except RuntimeError as exc:
                 raise _wrap_error(exc) from None
 
@@ -172,7 +183,7 @@ class ChdbBackend:
     ) -> Iterator[pa.RecordBatch]:
         with self._connection(settings) as c:
             try:
-                result = c.conn.send_query(sql, "Arrow", params=_params(params))
+                result = c.conn.send_query(sql, "Arrow", params=_chdb_params(params))
                 reader = result.record_batch(rows_per_batch=batch_rows)
                 try:
                     yield from reader

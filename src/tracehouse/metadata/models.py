@@ -141,3 +141,20 @@ class UsageHourly(Base):
     observations: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0)
     scores: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class DeadLetter(Base):
+    """An entity whose ClickHouse write exhausted its retries; replayable from its raw batch."""
+
+    __tablename__ = "ingestion_dead_letters"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(sa.String, nullable=False, index=True)
+    table_name: Mapped[str] = mapped_column(sa.String, nullable=False)
+    entity_id: Mapped[str] = mapped_column(sa.String, nullable=False)
+    batch_key: Mapped[str] = mapped_column(sa.String, nullable=False)
+    last_error: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

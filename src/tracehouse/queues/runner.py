@@ -107,6 +107,7 @@ class QueueRunner:
         self._activity = activity
         self.workers: dict[str, Worker] = {}
         self._started = False
+        self.after_close: list[Callable[[], Awaitable[Any]]] = []  # e.g. flush a writer
         self._runs: list[asyncio.Future[Any]] = []
 
     @property
@@ -157,6 +158,8 @@ class QueueRunner:
         """
         self._started = False
         if not self.workers:
+            for hook in self.after_close:
+                await hook()
             return True
         closing = [asyncio.ensure_future(w.close()) for w in self.workers.values()]
         done, pending = await asyncio.wait(closing, timeout=timeout_s)
@@ -168,6 +171,8 @@ class QueueRunner:
                                  return_exceptions=True)
             await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*self._runs, return_exceptions=True)
+        for hook in self.after_close:
+            await hook()
         self.workers.clear()
         self._runs.clear()
         return clean

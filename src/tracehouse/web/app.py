@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from tracehouse import __version__
-from tracehouse.queues import redis_client
+from tracehouse.ingestion import api as ingestion_api
+from tracehouse.queues import QUEUES, QueueProducer, redis_client
 from tracehouse.runtime import Services
 from tracehouse.usage import api as usage_api
 from tracehouse.web import health, queues_api
@@ -39,6 +40,7 @@ def create_app(
                     yield
         finally:
             app.state.shutting_down = True
+            await app.state.producer.close()
             await app.state.redis.aclose()
 
     app = FastAPI(
@@ -53,6 +55,7 @@ def create_app(
     app.state.shutting_down = False
     app.state.key_verifier = KeyVerifier(services.metadata, salt=services.settings.salt)
     app.state.redis = redis_client(services.redis_url)
+    app.state.producer = QueueProducer(services.redis_connection, QUEUES, prefix=services.settings.redis_key_prefix)
     # Queues that some worker should be consuming (stuck detection only applies to these).
     app.state.expected_queues = expected_queues if expected_queues is not None else []
 
@@ -64,6 +67,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(queues_api.router)
     app.include_router(usage_api.router)
+    app.include_router(ingestion_api.router)
     return app
 
 

@@ -1,0 +1,1 @@
+"""Ingestion: Langfuse-compatible endpoints, durable raw batches, verified merges into ClickHouse."""

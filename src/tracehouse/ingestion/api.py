@@ -1,0 +1,140 @@
+"""Langfuse's ingestion endpoints: batch ingestion (207) and scores (single object or array)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from tracehouse.errors import one_line_reason
+from tracehouse.ingestion.models import MAX_BATCH_BYTES, MAX_EVENT_BYTES
+from tracehouse.ingestion.service import BatchResult, accept_batch
+from tracehouse.logging import get_logger
+from tracehouse.web.auth import ProjectAuth, require_project
+
+router = APIRouter(tags=["ingestion"])
+
+
+def _header(request: Request, name: str) -> str | None:
+    # SDK generations send both spellings (x-langfuse-sdk-name and x_langfuse_sdk_name).
+    return request.headers.get(name) or request.headers.get(name.replace("-", "_"))
+
+
+def _ingestion_meta(request: Request, auth: ProjectAuth) -> dict[str, str]:
+    return {
+        "publicKey": auth.public_key,
+        "sdkName": _header(request, "x-langfuse-sdk-name") or "unknown",
+        "sdkVersion": _header(request, "x-langfuse-sdk-version") or "unknown",
+    }
+
+
+def _invalid(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"message": "Invalid request data", "error": message}, status_code=status)
+
+
+async def _read_json(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > MAX_BATCH_BYTES:
+        raise _TooLarge(f"request body is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (4.5 MB). "
+                        "Send smaller batches.")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadJson(f"body is not valid JSON: {exc}") from None
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BadJson(Exception):
+    pass
+
+
+def _oversized(events: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+    kept, errors = [], []
+    for event in events:
+        size = len(json.dumps(event, separators=(",", ":")))
+        if size > MAX_EVENT_BYTES:
+            event_id = event.get("id") if isinstance(event, dict) else None
+            errors.append({"id": event_id if isinstance(event_id, str) else "unknown", "status": 413,
+                           "message": "Event too large",
+                           "error": f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}"})
+        else:
+            kept.append(event)
+    return kept, errors
+
+
+async def _accept(request: Request, auth: ProjectAuth, events: list[Any]) -> BatchResult | JSONResponse:
+    kept, too_large = _oversized(events)
+    services = request.app.state.services
+    try:
+        result = await accept_batch(kept, project_id=auth.project_id, blobs=services.blobs,
+                                    producer=request.app.state.producer, ingestion=_ingestion_meta(request, auth),
+                                    metrics=services.metrics)
+    except Exception as exc:  # noqa: BLE001 - storage or queue down: nothing was accepted, say so
+        get_logger("tracehouse.ingestion").error("ingestion_accept_failed", project_id=auth.project_id,
+                                                 error=one_line_reason(exc))
+        return JSONResponse({"message": "Ingestion is unavailable; nothing in this request was stored. Retry.",
+                             "error": one_line_reason(exc)}, status_code=503)
+    result.errors.extend(too_large)
+    return result
+
+
+@router.post("/api/public/ingestion", status_code=207)
+async def ingestion(request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
+    """Batch ingestion: each event succeeds or fails on its own (HTTP 207)."""
+    try:
+        payload = await _read_json(request)
+    except _TooLarge as exc:
+        return _invalid(str(exc), 413)
+    except _BadJson as exc:
+        return _invalid(str(exc))
+    if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
+        return JSONResponse({"message": "Invalid request data", "errors": ["batch: expected an array of events"]},
+                            status_code=400)
+    result = await _accept(request, auth, payload["batch"])
+    if isinstance(result, JSONResponse):
+        return result
+    return JSONResponse({"successes": result.successes, "errors": result.errors}, status_code=207)
+
+
+def _score_event(body: Any) -> Any:
+    if not isinstance(body, dict):
+        return body  # rejected by validation with a clear message
+    body = dict(body)
+    body["id"] = body.get("id") or str(uuid.uuid4())
+    return {"id": str(uuid.uuid4()), "timestamp": datetime.now(UTC).isoformat(), "type": "score-create",
+            "body": body}
+
+
+@router.post("/api/public/scores")
+async def create_scores(request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
+    """One score object (answers `{id}`) or a JSON array of them (202, or 207 when some are rejected)."""
+    try:
+        payload = await _read_json(request)
+    except _TooLarge as exc:
+        return _invalid(str(exc), 413)
+    except _BadJson as exc:
+        return _invalid(str(exc))
+    single = not isinstance(payload, list)
+    events = [_score_event(item) for item in ([payload] if single else payload)]
+    result = await _accept(request, auth, events)
+    if isinstance(result, JSONResponse):
+        return result
+    if single:
+        if result.errors:
+            error = result.errors[0]
+            return JSONResponse({"message": error["message"], "error": error["error"]}, status_code=error["status"])
+        return JSONResponse({"id": events[0]["body"]["id"]}, status_code=200)
+    if not result.errors:
+        return JSONResponse({"message": "Accepted"}, status_code=202)
+    by_event = {e["id"]: e["body"].get("id") if isinstance(e, dict) else None for e in events if isinstance(e, dict)}
+    accepted = [by_event.get(s["id"]) for s in result.successes]
+    rejected = [{"id": by_event.get(e["id"]), "status": e["status"], "message": e["message"], "error": e["error"]}
+                for e in result.errors]
+    return JSONResponse({"accepted": accepted, "rejected": len(rejected), "errors": rejected}, status_code=207)

@@ -1,0 +1,330 @@
+"""Ingestion end to end, in-process: HTTP -> raw batch -> queue -> merge -> verified ClickHouse rows."""
+
+import asyncio
+import base64
+import dataclasses
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from tracehouse.clickhouse import ClickHouseError, ClickHouseErrorKind, Workload
+from tracehouse.ingestion.service import list_dead_letters, replay_dead_letters
+from tracehouse.metadata import create_api_key, create_project
+from tracehouse.metrics import Metrics
+from tracehouse.queues import QUEUES, QueueProducer
+from tracehouse.runtime import migrate, open_services
+from tracehouse.settings import WorkerRole
+from tracehouse.web.app import create_app
+from tracehouse.workers import start_workers
+
+
+@pytest.fixture(scope="module")
+async def base_services(settings):
+    opened = await open_services(settings)
+    await migrate(opened)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def services(base_services, key_prefix):
+    settings = base_services.settings.model_copy(update={"redis_key_prefix": key_prefix})
+    return dataclasses.replace(base_services, settings=settings, metrics=Metrics())
+
+
+@pytest.fixture
+def project(services):
+    created = create_project(services.metadata, "ingest", project_id=f"p-{uuid.uuid4().hex[:10]}")
+    key = create_api_key(services.metadata, created.id, salt=services.settings.salt)
+    token = base64.b64encode(f"{key.public_key}:{key.secret_key}".encode()).decode()
+    return created.id, {"Authorization": f"Basic {token}", "x-langfuse-sdk-name": "python",
+                        "x_langfuse_sdk_version": "2.60.10"}
+
+
+class FaultyInserts:
+    """Fault injection around the real engine: the next `fail` inserts into `table` raise, optionally
+    after the rows were committed (a timeout that arrives after the write)."""
+
+    def __init__(self, clickhouse, table, fail, *, after_commit=False):
+        self._ch, self.table, self.fail, self.after_commit = clickhouse, table, fail, after_commit
+        self.inserts = 0
+
+    def __getattr__(self, name):
+        return getattr(self._ch, name)
+
+    async def insert_arrow(self, table, data, **kwargs):
+        if table == self.table:
+            self.inserts += 1
+            if self.fail > 0:
+                self.fail -= 1
+                if self.after_commit:
+                    await self._ch.insert_arrow(table, data, **kwargs)
+                    raise ClickHouseError("Timeout exceeded: elapsed 30001 ms", ClickHouseErrorKind.TIMEOUT)
+                raise ClickHouseError("Code: 241. DB::Exception: Memory limit (injected)",
+                                      ClickHouseErrorKind.MEMORY_LIMIT)
+        return await self._ch.insert_arrow(table, data, **kwargs)
+
+
+def ts(seconds=0):
+    return (datetime(2026, 11, 1, 12, 0, tzinfo=UTC) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def ev(kind, body, seconds=0, event_id=None):
+    return {"id": event_id or str(uuid.uuid4()), "timestamp": ts(seconds), "type": kind, "body": body}
+
+
+async def _post(app, path, headers, payload):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        return await client.post(path, headers=headers, content=json.dumps(payload))
+
+
+async def _rows(services, table, project_id, where="1"):
+    return await services.clickhouse.query(
+        f"SELECT * FROM {table} FINAL WHERE project_id = {{p:String}} AND {where} ORDER BY id",
+        {"p": project_id}, workload=Workload.INTERACTIVE)
+
+
+async def _until(predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await predicate()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+async def _running(services, clickhouse=None):
+    svc = dataclasses.replace(services, clickhouse=clickhouse) if clickhouse else services
+    return await start_workers(svc, WorkerRole.INGESTION, environ={}, crons=[])
+
+
+async def test_batch_is_merged_into_final_rows(services, project):
+    project_id, headers = project
+    app = create_app(services)
+    batch = [
+        # The update arrives first and in an earlier batch position: merge order follows timestamps.
+        ev("span-update", {"id": "s1", "traceId": "t1", "endTime": ts(5), "output": {"answer": 42},
+                           "metadata": {"step": "done"}}, seconds=5),
+        ev("trace-create", {"id": "t1", "name": "chat", "userId": "u1", "sessionId": "sess1", "tags": ["b", "a"],
+                            "metadata": {"k": "v", "n": 1}, "input": "hi", "environment": "Langfuse-Prod",
+                            "release": "r1"}, seconds=0),
+        ev("span-create", {"id": "s1", "traceId": "t1", "name": "retrieve", "startTime": ts(1),
+                           "metadata": {"step": "start", "source": "kb"}}, seconds=1),
+        ev("generation-create", {"id": "g1", "traceId": "t1", "parentObservationId": "s1", "name": "llm",
+                                 "model": "gpt-4o", "startTime": ts(2), "endTime": ts(3),
+                                 "modelParameters": {"temperature": 0.2},
+                                 "usageDetails": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                                 "costDetails": {"input": 0.001, "output": 0.002}}, seconds=2),
+        ev("score-create", {"id": "sc1", "traceId": "t1", "name": "quality", "value": 0.9}, seconds=6),
+        ev("trace-create", {"id": "t1", "tags": ["c"], "output": "bye"}, seconds=7),
+    ]
+    runner = await _running(services)
+    try:
+        response = await _post(app, "/api/public/ingestion", headers, {"batch": batch})
+        assert response.status_code == 207
+        assert response.json() == {"successes": [{"id": e["id"], "status": 201} for e in batch], "errors": []}
+        traces = await _until(lambda: _rows(services, "traces", project_id))
+        scores = await _until(lambda: _rows(services, "scores", project_id))
+    finally:
+        await runner.shutdown(10)
+    observations = await _rows(services, "observations", project_id)
+    trace = traces[0]
+    assert (trace["id"], trace["name"], trace["user_id"], trace["session_id"], trace["release"]) == (
+        "t1", "chat", "u1", "sess1", "r1")
+    assert trace["tags"] == ["a", "b", "c"] and trace["environment"] == "prod"
+    assert dict(trace["metadata"]) == {"k": "v", "n": "1"}
+    assert (trace["input"], trace["output"]) == ("hi", "bye")
+    by_id = {o["id"]: o for o in observations}
+    span, gen = by_id["s1"], by_id["g1"]
+    assert (span["type"], span["name"], span["trace_id"]) == ("SPAN", "retrieve", "t1")
+    assert span["start_time"].isoformat().startswith("2026-11-01T12:00:01")
+    assert span["end_time"].isoformat().startswith("2026-11-01T12:00:05")
+    assert dict(span["metadata"]) == {"step": "done", "source": "kb"}
+    assert json.loads(span["output"]) == {"answer": 42}
+    assert (gen["type"], gen["parent_observation_id"], gen["provided_model_name"]) == ("GENERATION", "s1", "gpt-4o")
+    assert dict(gen["usage_details"]) == {"input": 10, "output": 5, "total": 15}
+    assert float(gen["total_cost"]) == pytest.approx(0.003)
+    assert json.loads(gen["model_parameters"]) == {"temperature": 0.2}
+    score = scores[0]
+    assert (score["id"], score["name"], score["value"], score["trace_id"], score["data_type"]) == (
+        "sc1", "quality", 0.9, "t1", "NUMERIC")
+    assert (score["ingestion_sdk_name"], score["ingestion_sdk_version"]) == ("python", "2.60.10")
+    sample = services.metrics.registry.get_sample_value
+    assert sample("ingestion_events_total", {"status": "accepted"}) == len(batch)
+    assert sample("ingestion_rows_written_total", {"table": "observations"}) >= 2
+
+
+async def test_malformed_events_fail_alone(services, project):
+    project_id, headers = project
+    app = create_app(services)
+    good = ev("trace-create", {"id": "ok-trace", "name": "fine"})
+    batch = [
+        good,
+        {"id": "no-body-id", "timestamp": ts(), "type": "trace-create", "body": {"name": "x"}},
+        {"id": "bad-time", "timestamp": "yesterday", "type": "trace-create", "body": {"id": "t2"}},
+        {"id": "bad-type", "timestamp": ts(), "type": "trace-explode", "body": {"id": "t3"}},
+        {"id": "bad-level", "timestamp": ts(), "type": "span-create", "body": {"id": "s", "level": "LOUD"}},
+        {"id": "bad-score", "timestamp": ts(), "type": "score-create", "body": {"name": "n", "value": 2,
+                                                                              "dataType": "BOOLEAN", "traceId": "t"}},
+        "not an object",
+        {"id": "log", "timestamp": ts(), "type": "sdk-log", "body": {"log": "hello"}},
+    ]
+    runner = await _running(services)
+    try:
+        response = await _post(app, "/api/public/ingestion", headers, {"batch": batch})
+        await _until(lambda: _rows(services, "traces", project_id))
+    finally:
+        await runner.shutdown(10)
+    body = response.json()
+    assert response.status_code == 207
+    assert body["successes"] == [{"id": good["id"], "status": 201}]
+    errors = {e["id"]: e for e in body["errors"]}
+    assert set(errors) == {"no-body-id", "bad-time", "bad-type", "bad-level", "bad-score", "unknown"}
+    assert all(e["status"] == 400 and e["message"] == "Invalid request data" for e in errors.values())
+    assert "body.id" in errors["no-body-id"]["error"]
+    assert "time zone" in errors["bad-time"]["error"] or "timestamp" in errors["bad-time"]["error"]
+    assert "unknown event type" in errors["bad-type"]["error"]
+    assert "level" in errors["bad-level"]["error"]
+    assert "BOOLEAN" in errors["bad-score"]["error"]
+    assert [r["id"] for r in await _rows(services, "traces", project_id)] == ["ok-trace"]
+
+
+async def test_request_level_errors(services, project):
+    _, headers = project
+    app = create_app(services)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        not_json = await client.post("/api/public/ingestion", headers=headers, content=b"{nope")
+        no_batch = await client.post("/api/public/ingestion", headers=headers, json={"events": []})
+        too_big = await client.post("/api/public/ingestion", headers=headers,
+                                    content=json.dumps({"batch": [{"x": "y" * 5_000_000}]}))
+        unauth = await client.post("/api/public/ingestion", json={"batch": []})
+        big_event = await client.post("/api/public/ingestion", headers=headers, content=json.dumps(
+            {"batch": [ev("trace-create", {"id": "huge", "input": "z" * 1_200_000})]}))
+    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
+    assert no_batch.status_code == 400 and no_batch.json()["errors"] == ["batch: expected an array of events"]
+    assert too_big.status_code == 413 and "4.5 MB" in too_big.json()["error"]
+    assert unauth.status_code == 401
+    assert big_event.status_code == 207 and big_event.json()["errors"][0]["status"] == 413
+
+
+async def test_scores_endpoint_single_and_array(services, project):
+    project_id, headers = project
+    app = create_app(services)
+    runner = await _running(services)
+    try:
+        single = await _post(app, "/api/public/scores", headers, {"traceId": "t1", "name": "helpful", "value": 1})
+        array_ok = await _post(app, "/api/public/scores", headers, [
+            {"id": "a1", "traceId": "t1", "name": "tone", "value": "polite", "dataType": "CATEGORICAL"},
+            {"id": "a2", "sessionId": "s1", "name": "flag", "value": 1, "dataType": "BOOLEAN"}])
+        partial = await _post(app, "/api/public/scores", headers, [
+            {"id": "a3", "traceId": "t1", "name": "len", "value": 3},
+            {"id": "a4", "name": "no-target", "value": 3}])
+        bad_single = await _post(app, "/api/public/scores", headers, {"name": "x", "value": 1})
+        rows = await _until(lambda: _has(services, "scores", project_id, 4))
+    finally:
+        await runner.shutdown(10)
+    assert single.status_code == 200 and uuid.UUID(single.json()["id"])
+    assert array_ok.status_code == 202 and array_ok.json() == {"message": "Accepted"}
+    assert partial.status_code == 207
+    assert partial.json()["accepted"] == ["a3"] and partial.json()["rejected"] == 1
+    assert partial.json()["errors"][0]["id"] == "a4"
+    assert bad_single.status_code == 400 and "traceId" in bad_single.json()["error"]
+    by_id = {r["id"]: r for r in rows}
+    assert (by_id["a1"]["string_value"], by_id["a1"]["value"]) == ("polite", 0.0)
+    assert (by_id["a2"]["string_value"], by_id["a2"]["session_id"]) == ("True", "s1")
+
+
+async def _has(services, table, project_id, n):
+    rows = await _rows(services, table, project_id)
+    return rows if len(rows) >= n else None
+
+
+async def test_insert_failures_are_retried_then_succeed(services, project):
+    project_id, headers = project
+    faulty = FaultyInserts(services.clickhouse, "traces", fail=2)
+    runner = await _running(services, faulty)
+    try:
+        await _post(create_app(services), "/api/public/ingestion", headers,
+                    {"batch": [ev("trace-create", {"id": "retry-me", "name": "r"})]})
+        rows = await _until(lambda: _rows(services, "traces", project_id))
+    finally:
+        await runner.shutdown(10)
+    assert [r["id"] for r in rows] == ["retry-me"]
+    assert faulty.inserts == 3 and faulty.fail == 0
+
+
+async def test_timeout_after_commit_is_not_written_twice(services, project):
+    project_id, headers = project
+    faulty = FaultyInserts(services.clickhouse, "traces", fail=1, after_commit=True)
+    runner = await _running(services, faulty)
+    try:
+        await _post(create_app(services), "/api/public/ingestion", headers,
+                    {"batch": [ev("trace-create", {"id": "once", "name": "r"})]})
+        await _until(lambda: _rows(services, "traces", project_id))
+        await asyncio.sleep(0.5)
+    finally:
+        await runner.shutdown(10)
+    raw = await services.clickhouse.query("SELECT count() AS n FROM traces WHERE project_id = {p:String}",
+                                          {"p": project_id}, workload=Workload.INTERACTIVE)
+    assert faulty.inserts == 1, "the committed insert must be detected, not repeated"
+    assert raw[0]["n"] == 1
+
+
+async def test_exhausted_writes_are_dead_lettered_and_replay_restores_them(services, project):
+    project_id, headers = project
+    # Fail every insert into observations for longer than the job's attempts.
+    faulty = FaultyInserts(services.clickhouse, "observations", fail=10_000)
+    fast = {name: dataclasses.replace(spec, job_options={**spec.job_options, "attempts": 2,
+                                                         "backoff": {"type": "fixed", "delay": 50}})
+            for name, spec in QUEUES.items()}
+    producer = QueueProducer(services.redis_connection, fast, prefix=services.settings.redis_key_prefix)
+    app = create_app(services)
+    app.state.producer = producer
+    runner = await _running(services, faulty)
+    try:
+        await _post(app, "/api/public/ingestion", headers, {"batch": [
+            ev("trace-create", {"id": "dl-trace"}), ev("span-create", {"id": "dl-span", "traceId": "dl-trace"})]})
+        letters = await _until(lambda: asyncio.to_thread(
+            lambda: [d for d in list_dead_letters(services.metadata) if d.project_id == project_id] or None))
+    finally:
+        await runner.shutdown(10)
+    assert {(d.table_name, d.entity_id) for d in letters} == {("traces", "dl-trace"), ("observations", "dl-span")}
+    assert all(d.attempts == 2 and "Memory limit" in d.last_error for d in letters)
+    assert services.metrics.registry.get_sample_value("ingestion_rows_dead_lettered_total",
+                                                      {"table": "observations"}) == 1.0
+    assert await _rows(services, "observations", project_id) == []
+
+    # The fault is gone; a replay re-runs the raw batch and the rows appear.
+    runner = await _running(services)
+    try:
+        assert await replay_dead_letters(services.metadata, producer) == 1
+        rows = await _until(lambda: _rows(services, "observations", project_id))
+    finally:
+        await runner.shutdown(10)
+        await producer.close()
+    assert [r["id"] for r in rows] == ["dl-span"]
+    assert not [d for d in list_dead_letters(services.metadata) if d.project_id == project_id]
+
+
+async def test_concurrent_batches_for_one_entity_keep_every_update(services, project):
+    project_id, headers = project
+    app = create_app(services)
+    runner = await _running(services)
+    try:
+        batches = [[ev("trace-create", {"id": "shared", "metadata": {f"k{i}": str(i)}, "tags": [f"t{i}"]},
+                       seconds=i)] for i in range(12)]
+        await asyncio.gather(*(_post(app, "/api/public/ingestion", headers, {"batch": b}) for b in batches))
+        row = await _until(lambda: _with_tags(services, project_id, 12))
+    finally:
+        await runner.shutdown(10)
+    assert dict(row["metadata"]) == {f"k{i}": str(i) for i in range(12)}
+
+
+async def _with_tags(services, project_id, n):
+    rows = await _rows(services, "traces", project_id)
+    return rows[0] if rows and len(rows[0]["tags"]) == n else None
