@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from tracehouse.errors import one_line_reason
 from tracehouse.ingestion.models import MAX_BATCH_BYTES, MAX_EVENT_BYTES
+from tracehouse.ingestion.otel import OtelRejected, decode_body, spans_to_events
 from tracehouse.ingestion.service import BatchResult, accept_batch
 from tracehouse.logging import get_logger
 from tracehouse.web.auth import ProjectAuth, require_project
@@ -101,6 +102,31 @@ async def ingestion(request: Request, auth: ProjectAuth = Depends(require_projec
     if isinstance(result, JSONResponse):
         return result
     return JSONResponse({"successes": result.successes, "errors": result.errors}, status_code=207)
+
+
+@router.post("/api/public/otel/v1/traces")
+async def otel_traces(request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
+    """OTLP/HTTP traces (protobuf or JSON, gzip accepted), mapped onto Langfuse traces and observations."""
+    content_type = request.headers.get("content-type", "")
+    version = _header(request, "x-langfuse-ingestion-version")
+    if version is not None and (not version.isdigit() or int(version) > 4):
+        return JSONResponse({"error": f"unsupported x-langfuse-ingestion-version {version!r}"}, status_code=400)
+    try:
+        decoded = decode_body(await request.body(), content_type, request.headers.get("content-encoding"))
+        events = spans_to_events(decoded, from_protobuf="protobuf" in content_type)
+    except OtelRejected as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    if not events:
+        return JSONResponse({}, status_code=200)
+    result = await _accept(request, auth, events)
+    if isinstance(result, JSONResponse):
+        return result
+    if result.errors:
+        # A span whose mapped event is invalid (e.g. bad level) is reported, the rest are stored.
+        return JSONResponse({"partialSuccess": {"rejectedSpans": len(result.errors),
+                                                "errorMessage": "; ".join(e["error"] for e in result.errors[:5])}},
+                            status_code=200)
+    return JSONResponse({}, status_code=200)
 
 
 def _score_event(body: Any) -> Any:

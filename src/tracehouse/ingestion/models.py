@@ -295,8 +295,7 @@ def validate_event(raw: Any) -> dict[str, Any] | None:
                                                                                "body.id: Field required")) from None
     # Only fields the client sent: an explicit null overwrites on merge, an absent field does not.
     normalized = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    normalized["id"] = body.id
-    normalized["environment"] = body.environment
+    normalized["id"] = body.id  # a score's generated id must be stored with the event
     if isinstance(body, ScoreBody):
         normalized["dataType"] = body.data_type
     if entity == "observation":

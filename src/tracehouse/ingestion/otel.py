@@ -1,0 +1,305 @@
+"""OTLP/HTTP traces (protobuf or JSON, optionally gzip) mapped to Langfuse ingestion events.
+
+Spans become observation events and, for root spans or spans carrying trace-level attributes,
+trace events, following Langfuse's attribute mapping (`langfuse.*`, `gen_ai.*` and common
+framework keys). The converted events then take the same path as batch ingestion (raw batch,
+queue, merge), so OTel and SDK data merge into the same rows. Event ids derive from span ids, so
+a retried export replaces rather than duplicates.
+
+The Langfuse SDKs JSON-encode attribute values (a metadata value "acme" arrives as "\\"acme\\"");
+values that parse as JSON strings, objects or arrays are decoded, as Langfuse does.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+OBS_TYPES = {"span", "generation", "event", "embedding", "agent", "tool", "chain", "retriever", "guardrail",
+             "evaluator"}
+OPENINFERENCE = {"LLM": "generation", "CHAIN": "chain", "RETRIEVER": "retriever", "EMBEDDING": "embedding",
+                 "AGENT": "agent", "TOOL": "tool", "GUARDRAIL": "guardrail", "EVALUATOR": "evaluator"}
+GENAI_OPS = {"chat": "generation", "completion": "generation", "text_completion": "generation",
+             "generate_content": "generation", "generate": "generation", "embeddings": "embedding",
+             "invoke_agent": "agent", "create_agent": "agent", "execute_tool": "tool"}
+MODEL_KEYS = ("langfuse.observation.model.name", "gen_ai.response.model", "gen_ai.request.model",
+              "llm.response.model", "llm.model_name", "model")
+LEVEL_ALIASES = {"TRACE": "DEBUG", "VERBOSE": "DEBUG", "INFO": "DEFAULT", "LOG": "DEFAULT", "NOTICE": "DEFAULT",
+                 "OK": "DEFAULT", "SUCCESS": "DEFAULT", "WARN": "WARNING", "FATAL": "ERROR", "CRITICAL": "ERROR"}
+
+
+class OtelRejected(Exception):
+    """The whole export is invalid (as Langfuse: one bad span rejects the request)."""
+
+
+def decode_body(body: bytes, content_type: str, content_encoding: str | None) -> dict[str, Any]:
+    if (content_encoding or "").lower() == "gzip" or body[:2] == b"\x1f\x8b":
+        try:
+            body = gzip.decompress(body)
+        except OSError as exc:
+            raise OtelRejected(f"body is not valid gzip: {exc}") from None
+    if "application/x-protobuf" in content_type:
+        request = ExportTraceServiceRequest()
+        try:
+            request.ParseFromString(body)
+        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+            raise OtelRejected(f"body is not a valid ExportTraceServiceRequest: {exc}") from None
+        return MessageToDict(request, preserving_proto_field_name=False)
+    if "application/json" in content_type:
+        try:
+            decoded = json.loads(body)
+        except ValueError as exc:
+            raise OtelRejected(f"body is not valid JSON: {exc}") from None
+        if not isinstance(decoded, dict):
+            raise OtelRejected("body must be an OTLP ExportTraceServiceRequest object")
+        return decoded
+    raise OtelRejected("Invalid content type: use application/x-protobuf or application/json")
+
+
+def _hex_id(value: Any, *, from_protobuf: bool) -> str:
+    if not isinstance(value, str) or not value:
+        raise OtelRejected("every span needs a traceId and spanId")
+    if from_protobuf:  # MessageToDict renders bytes as base64
+        return base64.b64decode(value).hex()
+    return value.lower()
+
+
+def _value(any_value: dict[str, Any]) -> Any:
+    if "stringValue" in any_value:
+        return any_value["stringValue"]
+    if "boolValue" in any_value:
+        return bool(any_value["boolValue"])
+    if "intValue" in any_value:
+        return int(any_value["intValue"])
+    if "doubleValue" in any_value:
+        return float(any_value["doubleValue"])
+    if "arrayValue" in any_value:
+        return [_value(v) for v in any_value["arrayValue"].get("values", [])]
+    if "kvlistValue" in any_value:
+        return {kv["key"]: _value(kv.get("value", {})) for kv in any_value["kvlistValue"].get("values", [])}
+    if "bytesValue" in any_value:
+        return any_value["bytesValue"]
+    return None
+
+
+def _attributes(items: list[dict[str, Any]] | None) -> dict[str, Any]:
+    if items is not None and not isinstance(items, list):
+        raise OtelRejected("attributes must be an array")
+    return {item["key"]: _value(item.get("value", {})) for item in items or [] if "key" in item}
+
+
+def _json_or_raw(value: Any) -> Any:
+    """Decode a JSON-encoded attribute value; keep plain strings as they are."""
+    if isinstance(value, str) and value[:1] in ('"', "{", "[") :
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _first(attrs: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if attrs.get(key) not in (None, ""):
+            return attrs[key]
+    return None
+
+
+def _prefixed(attrs: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):]: _json_or_raw(v) for k, v in attrs.items() if k.startswith(prefix)}
+
+
+def _nanos_iso(value: Any) -> str | None:
+    if value in (None, "", 0, "0"):
+        return None
+    return datetime.fromtimestamp(int(value) / 1e9, UTC).isoformat(timespec="milliseconds")
+
+
+def _obs_type(attrs: dict[str, Any]) -> str:
+    explicit = str(attrs.get("langfuse.observation.type") or "").lower()
+    if explicit in OBS_TYPES:
+        return explicit
+    if (kind := OPENINFERENCE.get(str(attrs.get("openinference.span.kind") or "").upper())) is not None:
+        return kind
+    if (kind := GENAI_OPS.get(str(attrs.get("gen_ai.operation.name") or ""))) is not None:
+        return kind
+    if attrs.get("gen_ai.tool.name") or attrs.get("gen_ai.tool.call.id"):
+        return "tool"
+    if _first(attrs, *MODEL_KEYS):
+        return "generation"
+    return "span"
+
+
+def _usage(attrs: dict[str, Any]) -> dict[str, int] | None:
+    explicit = _json_or_raw(attrs.get("langfuse.observation.usage_details"))
+    if isinstance(explicit, dict):
+        return {k: int(v) for k, v in explicit.items() if isinstance(v, int | float)}
+    raw = {**_prefixed(attrs, "gen_ai.usage."), **_prefixed(attrs, "llm.token_count.")}
+    raw.pop("cost", None)
+    if not raw:
+        return None
+    prompt = raw.pop("input_tokens", raw.pop("prompt_tokens", raw.pop("prompt", None)))
+    completion = raw.pop("output_tokens", raw.pop("completion_tokens", raw.pop("completion", None)))
+    total = raw.pop("total_tokens", raw.pop("total", None))
+    usage: dict[str, int] = {}
+    if prompt is not None:
+        usage["input"] = int(prompt)
+    if completion is not None:
+        usage["output"] = int(completion)
+    if total is not None:
+        usage["total"] = int(total)
+    for key, value in raw.items():
+        if isinstance(value, int | float):
+            usage[key.removeprefix("details.")] = int(value)
+    return usage or None
+
+
+def _costs(attrs: dict[str, Any]) -> dict[str, float] | None:
+    explicit = _json_or_raw(attrs.get("langfuse.observation.cost_details"))
+    if isinstance(explicit, dict):
+        return {k: float(v) for k, v in explicit.items() if isinstance(v, int | float)}
+    total = _first(attrs, "gen_ai.usage.cost", "llm.cost.total")
+    return {"total": float(total)} if isinstance(total, int | float) else None
+
+
+def _level(attrs: dict[str, Any], status: dict[str, Any]) -> str:
+    given = str(attrs.get("langfuse.observation.level") or "").upper()
+    given = LEVEL_ALIASES.get(given, given)
+    if given in ("DEBUG", "DEFAULT", "WARNING", "ERROR"):
+        return given
+    return "ERROR" if str(status.get("code")) in ("2", "STATUS_CODE_ERROR") else "DEFAULT"
+
+
+def _metadata(attrs: dict[str, Any], scope: str) -> dict[str, Any]:
+    meta = _json_or_raw(attrs.get(f"langfuse.{scope}.metadata"))
+    result = dict(meta) if isinstance(meta, dict) else {}
+    result.update(_prefixed(attrs, f"langfuse.{scope}.metadata."))
+    return result
+
+
+def _tags(value: Any) -> list[str] | None:
+    value = _json_or_raw(value)
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [t.strip() for t in str(value).split(",") if t.strip()]
+
+
+TRACE_KEYS = ("langfuse.trace.name", "langfuse.user.id", "user.id", "langfuse.session.id", "session.id",
+              "langfuse.trace.tags", "langfuse.trace.public", "langfuse.trace.input", "langfuse.trace.output",
+              "langfuse.trace.metadata")
+
+
+def _environment(attrs: dict[str, Any], resource: dict[str, Any]) -> str | None:
+    for key in ("langfuse.environment", "deployment.environment.name", "deployment.environment"):
+        value = attrs.get(key) or resource.get(key)
+        if value:
+            return str(value)
+    return None
+
+
+def _span_events(span: dict[str, Any], resource: dict[str, Any], scope: dict[str, Any],
+                 from_protobuf: bool) -> list[dict[str, Any]]:
+    attrs = _attributes(span.get("attributes"))
+    trace_id = _hex_id(span.get("traceId"), from_protobuf=from_protobuf)
+    span_id = _hex_id(span.get("spanId"), from_protobuf=from_protobuf)
+    parent = span.get("parentSpanId")
+    parent_id = _hex_id(parent, from_protobuf=from_protobuf) if parent else None
+    start = _nanos_iso(span.get("startTimeUnixNano"))
+    end = _nanos_iso(span.get("endTimeUnixNano"))
+    start, end = start or end or datetime.now(UTC).isoformat(), end or start
+    environment = _environment(attrs, resource)
+    version = _first(attrs, "langfuse.version") or resource.get("service.version")
+    release = _first(attrs, "langfuse.release") or resource.get("langfuse.release")
+    kind = _obs_type(attrs)
+    status = span.get("status") or {}
+    observation: dict[str, Any] = {
+        "id": span_id, "traceId": trace_id, "parentObservationId": parent_id, "name": span.get("name") or "",
+        "startTime": start, "endTime": end, "level": _level(attrs, status),
+        "statusMessage": _first(attrs, "langfuse.observation.status_message") or status.get("message"),
+        "input": _json_or_raw(_first(attrs, "langfuse.observation.input", "input.value", "gen_ai.prompt")),
+        "output": _json_or_raw(_first(attrs, "langfuse.observation.output", "output.value", "gen_ai.completion")),
+        "metadata": {**_metadata(attrs, "observation"),
+                     "resourceAttributes": resource, "scope": {"name": scope.get("name"),
+                                                               "version": scope.get("version")}},
+        "environment": environment, "version": version,
+    }
+    if kind not in ("span", "event"):
+        params = _json_or_raw(attrs.get("langfuse.observation.model.parameters"))
+        if not isinstance(params, dict):
+            params = {k: v for k, v in _prefixed(attrs, "gen_ai.request.").items() if k != "model"} or None
+        observation.update({
+            "model": _first(attrs, *MODEL_KEYS), "modelParameters": params,
+            "usageDetails": _usage(attrs), "costDetails": _costs(attrs),
+            "completionStartTime": _json_or_raw(attrs.get("langfuse.observation.completion_start_time")),
+        })
+        prompt_name = _first(attrs, "langfuse.observation.prompt.name", "langfuse.prompt.name")
+        prompt_version = _first(attrs, "langfuse.observation.prompt.version", "langfuse.prompt.version")
+        if kind == "generation" and prompt_name and prompt_version is not None:
+            observation.update({"promptName": prompt_name, "promptVersion": int(prompt_version)})
+    observation = {k: v for k, v in observation.items() if v is not None}
+    events = [{"id": f"otel-{span_id}", "timestamp": start, "type": f"{kind}-create", "body": observation}]
+
+    is_root = not parent_id or str(attrs.get("langfuse.internal.as_root")).lower() == "true"
+    if is_root or any(k in attrs for k in TRACE_KEYS) or any(k.startswith("langfuse.trace.metadata") for k in attrs):
+        trace: dict[str, Any] = {
+            "id": trace_id, "timestamp": start,
+            "name": _first(attrs, "langfuse.trace.name") or (span.get("name") if is_root else None),
+            "userId": _first(attrs, "langfuse.user.id", "user.id"),
+            "sessionId": _first(attrs, "langfuse.session.id", "session.id", "gen_ai.conversation.id"),
+            "tags": _tags(_first(attrs, "langfuse.trace.tags", "langfuse.tags")),
+            "metadata": _metadata(attrs, "trace") or None,
+            "environment": environment, "version": version, "release": release,
+        }
+        public = _first(attrs, "langfuse.trace.public", "langfuse.public")
+        if public is not None:
+            trace["public"] = public is True or str(public).lower() == "true"
+        trace_input = _json_or_raw(attrs.get("langfuse.trace.input"))
+        trace_output = _json_or_raw(attrs.get("langfuse.trace.output"))
+        if trace_input is None and is_root:
+            trace_input = observation.get("input")
+        if trace_output is None and is_root:
+            trace_output = observation.get("output")
+        trace.update({"input": trace_input, "output": trace_output})
+        events.append({"id": f"otel-{span_id}-trace", "timestamp": start, "type": "trace-create",
+                       "body": {k: v for k, v in trace.items() if v is not None}})
+    return events
+
+
+def spans_to_events(request: dict[str, Any], *, from_protobuf: bool) -> list[dict[str, Any]]:
+    resource_spans = request.get("resourceSpans") or []
+    if not isinstance(resource_spans, list):
+        raise OtelRejected("resourceSpans must be an array")
+    events: list[dict[str, Any]] = []
+    traces_with_body: set[str] = set()
+    seen_traces: dict[str, str] = {}
+    for resource_span in resource_spans:
+        resource = _attributes((resource_span.get("resource") or {}).get("attributes"))
+        scope_spans = resource_span.get("scopeSpans") or []
+        if not isinstance(scope_spans, list):
+            raise OtelRejected("scopeSpans must be an array")
+        for scope_span in scope_spans:
+            scope = scope_span.get("scope") or {}
+            spans = scope_span.get("spans") or []
+            if not isinstance(spans, list):
+                raise OtelRejected("spans must be an array (is this an OTLP logs payload sent to /v1/traces?)")
+            for span in spans:
+                for event in _span_events(span, resource, scope, from_protobuf):
+                    events.append(event)
+                    if event["type"] == "trace-create":
+                        traces_with_body.add(event["body"]["id"])
+                    else:
+                        seen_traces.setdefault(event["body"]["traceId"], event["timestamp"])
+    # Every trace gets a row even if this export holds only its child spans (a shallow trace event).
+    for trace_id, start in seen_traces.items():
+        if trace_id not in traces_with_body:
+            events.append({"id": f"otel-trace-{trace_id}-shallow", "timestamp": start, "type": "trace-create",
+                           "body": {"id": trace_id, "timestamp": start}})
+    return events
