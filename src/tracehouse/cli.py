@@ -332,6 +332,50 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or public key.")
     typer.echo(f"revoked {key}")
 
 
+dlq_app = typer.Typer(help="Ingestion writes that exhausted their retries (dead letters).", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(all_: Annotated[bool, typer.Option("--all", help="Include replayed entries.")] = False) -> None:
+    """Open dead letters: project, table, entity id, raw batch, attempts, last error."""
+    from tracehouse.ingestion.service import list_dead_letters
+
+    settings = _settings()
+    letters = _guard(lambda: list_dead_letters(_metadata(settings), include_replayed=all_))
+    typer.echo("id\tproject\ttable\tentity\tattempts\tlast_failed_at\treplayed_at\tbatch\terror")
+    for d in letters:
+        replayed = d.replayed_at.isoformat() if d.replayed_at else "-"
+        typer.echo(f"{d.id}\t{d.project_id}\t{d.table_name}\t{d.entity_id}\t{d.attempts}\t"
+                   f"{d.last_failed_at.isoformat()}\t{replayed}\t{d.batch_key}\t{d.last_error[:200]}")
+    typer.echo(f"{len(letters)} dead letter(s)", err=True)
+
+
+@dlq_app.command("replay")
+def dlq_replay(ids: Annotated[list[int] | None, typer.Argument(help="Dead-letter ids (default: all open).")] = None
+               ) -> None:
+    """Re-run open dead letters from their raw batches (the ingestion workers pick them up)."""
+    from tracehouse.ingestion.service import replay_dead_letters
+    from tracehouse.queues import QUEUES, QueueProducer, bullmq_connection, ping_redis
+
+    settings = _settings()
+    if settings.redis_url is None:
+        typer.echo("error: dlq replay needs REDIS_URL (the queue the workers consume); with `serve`, "
+                   "use the same REDIS_URL for both", err=True)
+        raise typer.Exit(1)
+    redis_url = settings.redis_url
+
+    async def go() -> int:
+        await ping_redis(redis_url)
+        producer = QueueProducer(bullmq_connection(redis_url), QUEUES, prefix=settings.redis_key_prefix)
+        try:
+            return await replay_dead_letters(_metadata(settings), producer, ids or None)
+        finally:
+            await producer.close()
+
+    typer.echo(f"re-enqueued {_run(go)} raw batch(es)")
+
+
 @app.command("usage")
 def usage_cmd(
     project: Annotated[str, typer.Option(help="Project id.")],
