@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,3 +111,40 @@ def metadata_url(tmp_path: Path) -> Iterator[str]:
         return
     with fresh_postgres_database(admin_url) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+async def base_services(settings: Settings) -> AsyncIterator[Any]:
+    """Every service, opened once per test module and migrated."""
+    from tracehouse.runtime import migrate, open_services
+
+    opened = await open_services(settings)
+    await migrate(opened)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def services(base_services: Any, key_prefix: str) -> Any:
+    """The module's services with this test's own Redis key prefix and metrics registry."""
+    import dataclasses
+
+    from tracehouse.metrics import Metrics
+
+    settings = base_services.settings.model_copy(update={"redis_key_prefix": key_prefix})
+    return dataclasses.replace(base_services, settings=settings, metrics=Metrics())
+
+
+@pytest.fixture
+def project(services: Any) -> tuple[str, dict[str, str]]:
+    """A fresh project and the Basic-auth headers (plus SDK headers) of a key for it."""
+    import base64
+    import uuid
+
+    from tracehouse.metadata import create_api_key, create_project
+
+    created = create_project(services.metadata, "test", project_id=f"p-{uuid.uuid4().hex[:10]}")
+    key = create_api_key(services.metadata, created.id, salt=services.settings.salt)
+    token = base64.b64encode(f"{key.public_key}:{key.secret_key}".encode()).decode()
+    return created.id, {"Authorization": f"Basic {token}", "x-langfuse-sdk-name": "python",
+                        "x_langfuse_sdk_version": "2.60.10"}

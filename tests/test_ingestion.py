@@ -1,48 +1,19 @@
 """Ingestion end to end, in-process: HTTP -> raw batch -> queue -> merge -> verified ClickHouse rows."""
 
 import asyncio
-import base64
 import dataclasses
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
+from helpers import rows_of, start_ingestion, until
 from tracehouse.clickhouse import ClickHouseError, ClickHouseErrorKind, Workload
 from tracehouse.ingestion.service import list_dead_letters, replay_dead_letters
-from tracehouse.metadata import create_api_key, create_project
-from tracehouse.metrics import Metrics
 from tracehouse.queues import QUEUES, QueueProducer
-from tracehouse.runtime import migrate, open_services
-from tracehouse.settings import WorkerRole
 from tracehouse.web.app import create_app
-from tracehouse.workers import start_workers
-
-
-@pytest.fixture(scope="module")
-async def base_services(settings):
-    opened = await open_services(settings)
-    await migrate(opened)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-def services(base_services, key_prefix):
-    settings = base_services.settings.model_copy(update={"redis_key_prefix": key_prefix})
-    return dataclasses.replace(base_services, settings=settings, metrics=Metrics())
-
-
-@pytest.fixture
-def project(services):
-    created = create_project(services.metadata, "ingest", project_id=f"p-{uuid.uuid4().hex[:10]}")
-    key = create_api_key(services.metadata, created.id, salt=services.settings.salt)
-    token = base64.b64encode(f"{key.public_key}:{key.secret_key}".encode()).decode()
-    return created.id, {"Authorization": f"Basic {token}", "x-langfuse-sdk-name": "python",
-                        "x_langfuse_sdk_version": "2.60.10"}
 
 
 class FaultyInserts:
@@ -82,28 +53,7 @@ async def _post(app, path, headers, payload):
         return await client.post(path, headers=headers, content=json.dumps(payload))
 
 
-async def _rows(services, table, project_id, where="1"):
-    return await services.clickhouse.query(
-        f"SELECT * FROM {table} FINAL WHERE project_id = {{p:String}} AND {where} ORDER BY id",
-        {"p": project_id}, workload=Workload.INTERACTIVE)
-
-
-async def _until(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await predicate()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
-async def _running(services, clickhouse=None):
-    svc = dataclasses.replace(services, clickhouse=clickhouse) if clickhouse else services
-    return await start_workers(svc, WorkerRole.INGESTION, environ={}, crons=[])
-
-
-async def test_batch_is_merged_into_final_rows(services, project):
+async def test_batch_is_merged_into_finalrows_of(services, project):
     project_id, headers = project
     app = create_app(services)
     batch = [
@@ -123,16 +73,16 @@ async def test_batch_is_merged_into_final_rows(services, project):
         ev("score-create", {"id": "sc1", "traceId": "t1", "name": "quality", "value": 0.9}, seconds=6),
         ev("trace-create", {"id": "t1", "tags": ["c"], "output": "bye"}, seconds=7),
     ]
-    runner = await _running(services)
+    runner = await start_ingestion(services)
     try:
         response = await _post(app, "/api/public/ingestion", headers, {"batch": batch})
         assert response.status_code == 207
         assert response.json() == {"successes": [{"id": e["id"], "status": 201} for e in batch], "errors": []}
-        traces = await _until(lambda: _rows(services, "traces", project_id))
-        scores = await _until(lambda: _rows(services, "scores", project_id))
+        traces = await until(lambda: rows_of(services, "traces", project_id))
+        scores = await until(lambda: rows_of(services, "scores", project_id))
     finally:
         await runner.shutdown(10)
-    observations = await _rows(services, "observations", project_id)
+    observations = await rows_of(services, "observations", project_id)
     trace = traces[0]
     assert (trace["id"], trace["name"], trace["user_id"], trace["session_id"], trace["release"]) == (
         "t1", "chat", "u1", "sess1", "r1")
@@ -174,10 +124,10 @@ async def test_malformed_events_fail_alone(services, project):
         "not an object",
         {"id": "log", "timestamp": ts(), "type": "sdk-log", "body": {"log": "hello"}},
     ]
-    runner = await _running(services)
+    runner = await start_ingestion(services)
     try:
         response = await _post(app, "/api/public/ingestion", headers, {"batch": batch})
-        await _until(lambda: _rows(services, "traces", project_id))
+        await until(lambda: rows_of(services, "traces", project_id))
     finally:
         await runner.shutdown(10)
     body = response.json()
@@ -191,7 +141,7 @@ async def test_malformed_events_fail_alone(services, project):
     assert "unknown event type" in errors["bad-type"]["error"]
     assert "level" in errors["bad-level"]["error"]
     assert "BOOLEAN" in errors["bad-score"]["error"]
-    assert [r["id"] for r in await _rows(services, "traces", project_id)] == ["ok-trace"]
+    assert [r["id"] for r in await rows_of(services, "traces", project_id)] == ["ok-trace"]
 
 
 async def test_request_level_errors(services, project):
@@ -215,7 +165,7 @@ async def test_request_level_errors(services, project):
 async def test_scores_endpoint_single_and_array(services, project):
     project_id, headers = project
     app = create_app(services)
-    runner = await _running(services)
+    runner = await start_ingestion(services)
     try:
         single = await _post(app, "/api/public/scores", headers, {"traceId": "t1", "name": "helpful", "value": 1})
         array_ok = await _post(app, "/api/public/scores", headers, [
@@ -225,7 +175,7 @@ async def test_scores_endpoint_single_and_array(services, project):
             {"id": "a3", "traceId": "t1", "name": "len", "value": 3},
             {"id": "a4", "name": "no-target", "value": 3}])
         bad_single = await _post(app, "/api/public/scores", headers, {"name": "x", "value": 1})
-        rows = await _until(lambda: _has(services, "scores", project_id, 4))
+        rows = await until(lambda: _has(services, "scores", project_id, 4))
     finally:
         await runner.shutdown(10)
     assert single.status_code == 200 and uuid.UUID(single.json()["id"])
@@ -240,18 +190,18 @@ async def test_scores_endpoint_single_and_array(services, project):
 
 
 async def _has(services, table, project_id, n):
-    rows = await _rows(services, table, project_id)
+    rows = await rows_of(services, table, project_id)
     return rows if len(rows) >= n else None
 
 
 async def test_insert_failures_are_retried_then_succeed(services, project):
     project_id, headers = project
     faulty = FaultyInserts(services.clickhouse, "traces", fail=2)
-    runner = await _running(services, faulty)
+    runner = await start_ingestion(services, faulty)
     try:
         await _post(create_app(services), "/api/public/ingestion", headers,
                     {"batch": [ev("trace-create", {"id": "retry-me", "name": "r"})]})
-        rows = await _until(lambda: _rows(services, "traces", project_id))
+        rows = await until(lambda: rows_of(services, "traces", project_id))
     finally:
         await runner.shutdown(10)
     assert [r["id"] for r in rows] == ["retry-me"]
@@ -261,11 +211,11 @@ async def test_insert_failures_are_retried_then_succeed(services, project):
 async def test_timeout_after_commit_is_not_written_twice(services, project):
     project_id, headers = project
     faulty = FaultyInserts(services.clickhouse, "traces", fail=1, after_commit=True)
-    runner = await _running(services, faulty)
+    runner = await start_ingestion(services, faulty)
     try:
         await _post(create_app(services), "/api/public/ingestion", headers,
                     {"batch": [ev("trace-create", {"id": "once", "name": "r"})]})
-        await _until(lambda: _rows(services, "traces", project_id))
+        await until(lambda: rows_of(services, "traces", project_id))
         await asyncio.sleep(0.5)
     finally:
         await runner.shutdown(10)
@@ -285,11 +235,11 @@ async def test_exhausted_writes_are_dead_lettered_and_replay_restores_them(servi
     producer = QueueProducer(services.redis_connection, fast, prefix=services.settings.redis_key_prefix)
     app = create_app(services)
     app.state.producer = producer
-    runner = await _running(services, faulty)
+    runner = await start_ingestion(services, faulty)
     try:
         await _post(app, "/api/public/ingestion", headers, {"batch": [
             ev("trace-create", {"id": "dl-trace"}), ev("span-create", {"id": "dl-span", "traceId": "dl-trace"})]})
-        letters = await _until(lambda: asyncio.to_thread(
+        letters = await until(lambda: asyncio.to_thread(
             lambda: [d for d in list_dead_letters(services.metadata) if d.project_id == project_id] or None))
     finally:
         await runner.shutdown(10)
@@ -297,13 +247,13 @@ async def test_exhausted_writes_are_dead_lettered_and_replay_restores_them(servi
     assert all(d.attempts == 2 and "Memory limit" in d.last_error for d in letters)
     assert services.metrics.registry.get_sample_value("ingestion_rows_dead_lettered_total",
                                                       {"table": "observations"}) == 1.0
-    assert await _rows(services, "observations", project_id) == []
+    assert await rows_of(services, "observations", project_id) == []
 
     # The fault is gone; a replay re-runs the raw batch and the rows appear.
-    runner = await _running(services)
+    runner = await start_ingestion(services)
     try:
         assert await replay_dead_letters(services.metadata, producer) == 1
-        rows = await _until(lambda: _rows(services, "observations", project_id))
+        rows = await until(lambda: rows_of(services, "observations", project_id))
     finally:
         await runner.shutdown(10)
         await producer.close()
@@ -314,17 +264,17 @@ async def test_exhausted_writes_are_dead_lettered_and_replay_restores_them(servi
 async def test_concurrent_batches_for_one_entity_keep_every_update(services, project):
     project_id, headers = project
     app = create_app(services)
-    runner = await _running(services)
+    runner = await start_ingestion(services)
     try:
         batches = [[ev("trace-create", {"id": "shared", "metadata": {f"k{i}": str(i)}, "tags": [f"t{i}"]},
                        seconds=i)] for i in range(12)]
         await asyncio.gather(*(_post(app, "/api/public/ingestion", headers, {"batch": b}) for b in batches))
-        row = await _until(lambda: _with_tags(services, project_id, 12))
+        row = await until(lambda: _with_tags(services, project_id, 12))
     finally:
         await runner.shutdown(10)
     assert dict(row["metadata"]) == {f"k{i}": str(i) for i in range(12)}
 
 
 async def _with_tags(services, project_id, n):
-    rows = await _rows(services, "traces", project_id)
+    rows = await rows_of(services, "traces", project_id)
     return rows[0] if rows and len(rows[0]["tags"]) == n else None

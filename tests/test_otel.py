@@ -9,7 +9,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from test_ingestion import _rows, _running, _until, base_services, project, services  # noqa: F401
+from helpers import rows_of, start_ingestion, until
 from tracehouse.web.app import create_app
 
 T0 = 1_793_000_000_000_000_000  # ns
@@ -52,11 +52,11 @@ async def test_protobuf_gzip_spans_map_to_trace_and_observations(services, proje
                      _kv("gen_ai.usage.input_tokens", 20), _kv("gen_ai.usage.output_tokens", 8),
                      _kv("gen_ai.request.temperature", "0.3")])
     body = gzip.compress(_export(trace_id, [root, child]).SerializeToString())
-    runner = await _running(services)
+    runner = await start_ingestion(services)
     try:
         response = await _post(create_app(services), headers, body, "application/x-protobuf", "gzip")
-        observations = await _until(lambda: _count(services, "observations", project_id, 2))
-        traces = await _until(lambda: _count(services, "traces", project_id, 1))
+        observations = await until(lambda: _count(services, "observations", project_id, 2))
+        traces = await until(lambda: _count(services, "traces", project_id, 1))
     finally:
         await runner.shutdown(10)
     assert response.status_code == 200
@@ -77,7 +77,7 @@ async def test_protobuf_gzip_spans_map_to_trace_and_observations(services, proje
 
 
 async def _count(services, table, project_id, n):
-    rows = await _rows(services, table, project_id)
+    rows = await rows_of(services, table, project_id)
     return rows if len(rows) >= n else None
 
 
@@ -88,11 +88,11 @@ async def test_json_export_with_child_only_gets_a_trace(services, project):
         {"traceId": trace_hex, "spanId": span_hex, "parentSpanId": "ab" * 8, "name": "tool-call",
          "startTimeUnixNano": str(T0), "endTimeUnixNano": str(T0 + 1_000_000),
          "attributes": [{"key": "gen_ai.tool.name", "value": {"stringValue": "search"}}]}]}]}]}
-    runner = await _running(services)
+    runner = await start_ingestion(services)
     try:
         response = await _post(create_app(services), headers, json.dumps(payload).encode(), "application/json")
-        traces = await _until(lambda: _count(services, "traces", project_id, 1))
-        observations = await _until(lambda: _count(services, "observations", project_id, 1))
+        traces = await until(lambda: _count(services, "traces", project_id, 1))
+        observations = await until(lambda: _count(services, "observations", project_id, 1))
     finally:
         await runner.shutdown(10)
     assert response.status_code == 200

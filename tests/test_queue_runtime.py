@@ -17,27 +17,11 @@ from tracehouse.metrics import Metrics
 from tracehouse.queues import QUEUES, QueueRunner, QueueSpec, RoleGroup, redis_client
 from tracehouse.queues.activity import ActivityTracker
 from tracehouse.queues.health import check_queues
-from tracehouse.runtime import migrate, open_services
 from tracehouse.settings import WorkerRole
 from tracehouse.web.app import create_app
 from tracehouse.workers import start_workers
 
 CHILD = Path(__file__).with_name("child_worker.py")
-
-
-@pytest.fixture(scope="module")
-async def base_services(settings):
-    opened = await open_services(settings)
-    await migrate(opened)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-def services(base_services, key_prefix):
-    """The shared services, with a Redis key prefix of this test's own."""
-    settings = base_services.settings.model_copy(update={"redis_key_prefix": key_prefix})
-    return dataclasses.replace(base_services, settings=settings, metrics=Metrics())
 
 
 async def _wait(predicate, timeout=15.0, interval=0.05):
