@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         15.0, gt=0, validation_alias=_env("LANGFUSE_QUEUE_CONSUMPTION_STUCK_THRESHOLD_MINUTES")
     )
     admin_api_key: str | None = Field(None, validation_alias=_env("ADMIN_API_KEY"))
+    # Override every queue's lock duration / stalled-check interval (how soon a killed worker's
+    # jobs are picked up again). Unset keeps each queue's own values from the registry.
+    queue_lock_duration_ms: int | None = Field(None, gt=0, validation_alias=_env("TRACEHOUSE_QUEUE_LOCK_DURATION_MS"))
+    queue_stalled_interval_ms: int | None = Field(
+        None, gt=0, validation_alias=_env("TRACEHOUSE_QUEUE_STALLED_INTERVAL_MS")
+    )
 
     # --- blob store (raw events; exports configure their own destinations) ----------------------
     blob_bucket: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_EVENT_UPLOAD_BUCKET"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -10,7 +11,7 @@ from tracehouse.cron import CronSpec, cron_processor, register_schedules
 from tracehouse.ingestion.service import INGESTION_QUEUE, EntityLocks, IngestionProcessor
 from tracehouse.ingestion.writer import ClickHouseWriter
 from tracehouse.logging import get_logger
-from tracehouse.queues import QUEUES, Processor, QueueProducer, QueueRunner, queues_for_role, redis_client
+from tracehouse.queues import QUEUES, Processor, QueueProducer, QueueRunner, QueueSpec, queues_for_role, redis_client
 from tracehouse.queues.activity import ActivityTracker
 from tracehouse.runtime import Services
 from tracehouse.settings import WorkerRole
@@ -34,6 +35,15 @@ def build_processors(services: Services, writer: ClickHouseWriter, redis: Any) -
     return processors
 
 
+def _with_overrides(spec: QueueSpec, services: Services) -> QueueSpec:
+    settings = services.settings
+    return dataclasses.replace(
+        spec,
+        lock_duration_ms=settings.queue_lock_duration_ms or spec.lock_duration_ms,
+        stalled_interval_ms=settings.queue_stalled_interval_ms or spec.stalled_interval_ms,
+    )
+
+
 def consumed_queues(services: Services, role: WorkerRole, environ: Mapping[str, str] | None = None) -> list[str]:
     """Queues a worker of this role consumes: its role's queues, switched on, with a processor."""
     # Building processors opens nothing (clients connect on first use), so this is cheap.
@@ -52,7 +62,8 @@ async def start_workers(
     redis = redis_client(services.redis_url)
     processors = dict(processors if processors is not None else build_processors(services, writer, redis))
     crons = crons if crons is not None else cron_specs(services)
-    specs = [s for s in queues_for_role(role, dict(environ or os.environ)) if s.name in processors]
+    specs = [_with_overrides(s, services) for s in queues_for_role(role, dict(environ or os.environ))
+             if s.name in processors]
     prefix = services.settings.redis_key_prefix
     activity = ActivityTracker(redis, prefix)
     runner = QueueRunner(services.redis_connection, specs, processors, prefix=prefix,
