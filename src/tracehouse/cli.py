@@ -376,6 +376,44 @@ def dlq_replay(ids: Annotated[list[int] | None, typer.Argument(help="Dead-letter
     typer.echo(f"re-enqueued {_run(go)} raw batch(es)")
 
 
+@app.command()
+def synth(
+    traces: Annotated[int, typer.Option(help="How many traces to generate.")] = 1000,
+    spans_per_trace: Annotated[int, typer.Option(help="Observations per trace (spans, generations, tools).")] = 4,
+    payload_bytes: Annotated[int, typer.Option(help="Approximate size of each input/output.")] = 300,
+    batch_events: Annotated[int, typer.Option(help="Events per ingestion request.")] = 100,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same ids).")] = 42,
+    host: Annotated[str, typer.Option(envvar="LANGFUSE_HOST", help="tracehouse base URL.")] = "http://127.0.0.1:3000",
+    public_key: Annotated[str, typer.Option(envvar="LANGFUSE_PUBLIC_KEY", help="Project public key.")] = "",
+    secret_key: Annotated[str, typer.Option(envvar="LANGFUSE_SECRET_KEY", help="Project secret key.")] = "",
+) -> None:
+    """Send realistic synthetic traces (nested spans, generations with usage and cost, scores,
+    sessions, users, environments) through the public ingestion endpoint."""
+    import time as _time
+
+    from tracehouse.synth import SynthConfig, events_per_trace, send
+
+    if not public_key or not secret_key:
+        typer.echo("error: set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (or --public-key/--secret-key)", err=True)
+        raise typer.Exit(1)
+    config = SynthConfig(traces=traces, spans_per_trace=spans_per_trace, payload_bytes=payload_bytes,
+                         batch_events=batch_events, seed=seed)
+    expected = traces * events_per_trace(spans_per_trace)
+    started = _time.perf_counter()
+    with typer.progressbar(length=expected, label="events sent") as bar:
+        try:
+            stats = asyncio.run(send(host, public_key, secret_key, config, concurrency=concurrency,
+                                     on_batch=bar.update))
+        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+            typer.echo(f"\nerror: {exc}", err=True)
+            raise typer.Exit(1) from None
+    elapsed = _time.perf_counter() - started
+    typer.echo(f"sent {stats.events} events in {stats.batches} requests in {elapsed:.1f}s "
+               f"({stats.events / elapsed:,.0f} events/s); rejected {stats.rejected}; "
+               f"request latency p50 {stats.median_ms:.1f} ms, p95 {stats.percentile(0.95):.1f} ms")
+
+
 @app.command("usage")
 def usage_cmd(
     project: Annotated[str, typer.Option(help="Project id.")],
