@@ -90,6 +90,20 @@ class Settings(BaseSettings):
         50_000, gt=0, validation_alias=_env("LANGFUSE_CLICKHOUSE_DATA_EXPORT_PARQUET_ROW_GROUP_SIZE")
     )
 
+    # --- ingestion writer (Langfuse's names) ---------------------------------------------------
+    ingestion_write_batch_size: int = Field(
+        5000, gt=0, validation_alias=_env("LANGFUSE_INGESTION_CLICKHOUSE_WRITE_BATCH_SIZE")
+    )
+    ingestion_write_interval_ms: int = Field(
+        500, gt=0, validation_alias=_env("LANGFUSE_INGESTION_CLICKHOUSE_WRITE_INTERVAL_MS")
+    )
+    ingestion_queue_concurrency: int = Field(
+        100, gt=0, validation_alias=_env("LANGFUSE_INGESTION_QUEUE_PROCESSING_CONCURRENCY")
+    )
+    ingestion_write_max_attempts: int = Field(
+        3, gt=0, validation_alias=_env("LANGFUSE_INGESTION_CLICKHOUSE_MAX_ATTEMPTS")
+    )
+
     # --- metadata SQL and Redis ----------------------------------------------------------------
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL", "REDIS_CONNECTION_STRING"))

@@ -37,8 +37,11 @@ def build_processors(services: Services, writer: ClickHouseWriter, redis: Any) -
 
 def _with_overrides(spec: QueueSpec, services: Services) -> QueueSpec:
     settings = services.settings
+    # Ingestion jobs mostly wait for the writer's batched flush, so many run at once.
+    concurrency = settings.ingestion_queue_concurrency if spec.name == INGESTION_QUEUE else spec.concurrency
     return dataclasses.replace(
         spec,
+        concurrency=concurrency,
         lock_duration_ms=settings.queue_lock_duration_ms or spec.lock_duration_ms,
         stalled_interval_ms=settings.queue_stalled_interval_ms or spec.stalled_interval_ms,
     )
@@ -58,7 +61,10 @@ async def start_workers(
     processors: Mapping[str, Processor] | None = None,
     crons: list[CronSpec] | None = None,
 ) -> QueueRunner:
-    writer = ClickHouseWriter(services.clickhouse, metrics=services.metrics)
+    settings = services.settings
+    writer = ClickHouseWriter(services.clickhouse, batch_size=settings.ingestion_write_batch_size,
+                              interval_ms=settings.ingestion_write_interval_ms,
+                              max_attempts=settings.ingestion_write_max_attempts, metrics=services.metrics)
     redis = redis_client(services.redis_url)
     processors = dict(processors if processors is not None else build_processors(services, writer, redis))
     crons = crons if crons is not None else cron_specs(services)

@@ -62,7 +62,7 @@ def _chdb_params(params: Params) -> dict[str, Any] | None:
     """chDB takes parameter values as text; arrays must be written as ClickHouse array literals."""
     if not params:
         return None
-    return {k: _array_literal(v) if isinstance(v, list | tuple | set) else v for k, v in params.items()}
+    return {k: _array_literal(v) if isinstance(v, list | set) else v for k, v in params.items()}
 
 
 def _array_literal(values: Any) -> str:
@@ -95,6 +95,8 @@ class _ChdbConnection:
 
 
 def _literal(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "(" + ",".join(_literal(v) for v in value) + ")"
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int | float):

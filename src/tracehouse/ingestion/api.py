@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
@@ -43,7 +43,7 @@ async def _read_json(request: Request) -> Any:
         raise _TooLarge(f"request body is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (4.5 MB). "
                         "Send smaller batches.")
     try:
-        return json.loads(body)
+        return orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _BadJson(f"body is not valid JSON: {exc}") from None
 
@@ -59,7 +59,7 @@ class _BadJson(Exception):
 def _oversized(events: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
     kept, errors = [], []
     for event in events:
-        size = len(json.dumps(event, separators=(",", ":")))
+        size = len(orjson.dumps(event))
         if size > MAX_EVENT_BYTES:
             event_id = event.get("id") if isinstance(event, dict) else None
             errors.append({"id": event_id if isinstance(event_id, str) else "unknown", "status": 413,

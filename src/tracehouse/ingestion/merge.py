@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 UNSET = object()
 
 
@@ -33,7 +35,12 @@ def _event_order(event: dict[str, Any]) -> tuple[datetime, int]:
 
 
 def _stringify(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # e.g. integers beyond 64 bits
+        return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def metadata_map(value: Any) -> dict[str, str]:

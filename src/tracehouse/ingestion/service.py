@@ -17,13 +17,13 @@ import json
 import secrets
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from sqlalchemy import select, update
 
@@ -86,7 +86,7 @@ async def accept_batch(
     now = datetime.now(UTC)
     key = _batch_key(project_id, now)
     document = {"projectId": project_id, "receivedAt": now.isoformat(), **ingestion, "events": accepted}
-    await blobs.put(key, json.dumps(document, separators=(",", ":")).encode())
+    await blobs.put(key, orjson.dumps(document))
     await producer.add(INGESTION_QUEUE, "ingestion-job",
                        {"projectId": project_id, "batchKey": key, "events": len(accepted),
                         "receivedAt": now.timestamp()},
@@ -139,7 +139,7 @@ def _log_rows(project_id: str, batch_key: str, received_at: datetime, events: li
         rows.append({
             "project_id": project_id, "entity": event["entity"], "entity_id": entity_id, "event_id": event["id"],
             "event_type": event["type"], "event_time": datetime.fromisoformat(event["timestamp"]),
-            "body": json.dumps(event["body"], separators=(",", ":")), "batch_key": batch_key,
+            "body": orjson.dumps(event["body"]).decode(), "batch_key": batch_key,
             "received_at": received_at,
         })
     return rows
@@ -172,34 +172,40 @@ class IngestionProcessor:
         return written
 
     async def process(self, project_id: str, batch_key: str) -> dict[str, int]:
-        document = json.loads(await self._blobs.get(batch_key))
+        document = orjson.loads(await self._blobs.get(batch_key))
         events: list[dict[str, Any]] = document["events"]
         received_at = datetime.fromisoformat(document["receivedAt"])
         entities = {(e["entity"], e["body"]["id"]) for e in events}
         lock_keys = [f"{project_id}:{entity}:{entity_id}" for entity, entity_id in entities]
         async with self._locks.hold(lock_keys):
-            await self._writer.write("ingestion_event_log", _log_rows(project_id, batch_key, received_at, events))
+            # Earlier batches' events come from the log, this batch's from memory; the log rows and the
+            # final rows are then written in the same flush. Both are verified before the locks are
+            # released, so the next batch touching these entities sees this one's events.
             history = await self._history(project_id, entities)
+            for event in events:
+                slot = history.setdefault((event["entity"], event["body"]["id"]),
+                                          {"events": [], "created_at": received_at})
+                if all(known["id"] != event["id"] for known in slot["events"]):
+                    slot["events"].append(event)
+                slot["created_at"] = min(slot["created_at"], received_at)
             rows = self._rows(project_id, history, document)
-            await asyncio.gather(*(self._writer.write(table, table_rows) for table, table_rows in rows.items()))
+            writes = {"ingestion_event_log": _log_rows(project_id, batch_key, received_at, events), **rows}
+            await asyncio.gather(*(self._writer.write(table, table_rows) for table, table_rows in writes.items()))
         return {table: len(table_rows) for table, table_rows in rows.items()}
 
     async def _history(self, project_id: str, entities: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
-        by_entity: dict[str, list[str]] = defaultdict(list)
-        for entity, entity_id in entities:
-            by_entity[entity].append(entity_id)
+        """Every logged event of these entities (one query, by the log's sorting key)."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        for entity, ids in by_entity.items():
-            rows = await self._ch.query(
-                "SELECT entity_id, event_id, event_type, event_time, body, received_at FROM ingestion_event_log "
-                "WHERE project_id = {p:String} AND entity = {e:String} AND entity_id IN {ids:Array(String)} "
-                "ORDER BY event_ts DESC LIMIT 1 BY entity_id, event_id",
-                {"p": project_id, "e": entity, "ids": ids}, workload=Workload.INGESTION)
-            for row in rows:
-                slot = found.setdefault((entity, row["entity_id"]), {"events": [], "created_at": row["received_at"]})
-                slot["created_at"] = min(slot["created_at"], row["received_at"])
-                slot["events"].append({"id": row["event_id"], "type": row["event_type"],
-                                       "timestamp": row["event_time"].isoformat(), "body": json.loads(row["body"])})
+        rows = await self._ch.query(
+            "SELECT entity, entity_id, event_id, event_type, event_time, body, received_at FROM ingestion_event_log "
+            "WHERE project_id = {p:String} AND (entity, entity_id) IN {keys:Array(Tuple(String, String))} "
+            "ORDER BY event_ts DESC LIMIT 1 BY entity, entity_id, event_id",
+            {"p": project_id, "keys": sorted(entities)}, workload=Workload.INGESTION)
+        for row in rows:
+            slot = found.setdefault((row["entity"], row["entity_id"]), {"events": [], "created_at": row["received_at"]})
+            slot["created_at"] = min(slot["created_at"], row["received_at"])
+            slot["events"].append({"id": row["event_id"], "type": row["event_type"],
+                                   "timestamp": row["event_time"].isoformat(), "body": orjson.loads(row["body"])})
         return found
 
     @staticmethod
