@@ -38,22 +38,15 @@ def _invalid(message: str, status: int = 400) -> JSONResponse:
 
 
 async def _read_json(request: Request) -> Any:
+    """The parsed body, or the error response (413 too large, 400 not JSON) to send instead."""
     body = await request.body()
     if len(body) > MAX_BATCH_BYTES:
-        raise _TooLarge(f"request body is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (4.5 MB). "
-                        "Send smaller batches.")
+        return _invalid(f"request body is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (4.5 MB). "
+                        "Send smaller batches.", 413)
     try:
         return orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _BadJson(f"body is not valid JSON: {exc}") from None
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _BadJson(Exception):
-    pass
+        return _invalid(f"body is not valid JSON: {exc}")
 
 
 def _oversized(events: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
@@ -89,12 +82,9 @@ async def _accept(request: Request, auth: ProjectAuth, events: list[Any]) -> Bat
 @router.post("/api/public/ingestion", status_code=207)
 async def ingestion(request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
     """Batch ingestion: each event succeeds or fails on its own (HTTP 207)."""
-    try:
-        payload = await _read_json(request)
-    except _TooLarge as exc:
-        return _invalid(str(exc), 413)
-    except _BadJson as exc:
-        return _invalid(str(exc))
+    payload = await _read_json(request)
+    if isinstance(payload, JSONResponse):
+        return payload
     if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
         return JSONResponse({"message": "Invalid request data", "errors": ["batch: expected an array of events"]},
                             status_code=400)
@@ -141,12 +131,9 @@ def _score_event(body: Any) -> Any:
 @router.post("/api/public/scores")
 async def create_scores(request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
     """One score object (answers `{id}`) or a JSON array of them (202, or 207 when some are rejected)."""
-    try:
-        payload = await _read_json(request)
-    except _TooLarge as exc:
-        return _invalid(str(exc), 413)
-    except _BadJson as exc:
-        return _invalid(str(exc))
+    payload = await _read_json(request)
+    if isinstance(payload, JSONResponse):
+        return payload
     single = not isinstance(payload, list)
     events = [_score_event(item) for item in ([payload] if single else payload)]
     result = await _accept(request, auth, events)
