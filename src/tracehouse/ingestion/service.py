@@ -94,6 +94,23 @@ async def accept_batch(
     return BatchResult(successes, errors, key)
 
 
+# Take every free key (SET NX PX) in one round trip; answer which were taken.
+_ACQUIRE = """
+local taken = {}
+for i, key in ipairs(KEYS) do
+  taken[i] = redis.call('set', key, ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+end
+return taken
+"""
+# Release only keys still holding our token (an expired lock may belong to someone else now).
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then redis.call('del', key) end
+end
+return 1
+"""
+
+
 class EntityLocks:
     """Short Redis locks so two batches never merge the same entity at once (in any process)."""
 
@@ -106,17 +123,14 @@ class EntityLocks:
     @asynccontextmanager
     async def hold(self, keys: list[str]) -> AsyncIterator[None]:
         token = secrets.token_hex(8)
-        wanted = sorted(set(keys))
+        wanted = sorted({f"{self._prefix}:{key}" for key in keys})
         held: list[str] = []
         deadline = time.monotonic() + self._wait_s
         try:
             while wanted:
-                pipe = self._client.pipeline(transaction=False)
-                for key in wanted:
-                    pipe.set(f"{self._prefix}:{key}", token, nx=True, px=self._ttl_ms)
-                results = await pipe.execute()
-                held += [k for k, ok in zip(wanted, results, strict=True) if ok]
-                wanted = [k for k, ok in zip(wanted, results, strict=True) if not ok]
+                taken = await self._client.eval(_ACQUIRE, len(wanted), *wanted, token, self._ttl_ms)
+                held += [k for k, ok in zip(wanted, taken, strict=True) if ok]
+                wanted = [k for k, ok in zip(wanted, taken, strict=True) if not ok]
                 if wanted:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"entities busy in another batch: {wanted[:3]}")
@@ -124,12 +138,7 @@ class EntityLocks:
             yield
         finally:
             if held:
-                # Release only locks still ours (a lock that expired may belong to someone else now).
-                script = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-                pipe = self._client.pipeline(transaction=False)
-                for key in held:
-                    pipe.eval(script, 1, f"{self._prefix}:{key}", token)
-                await pipe.execute()
+                await self._client.eval(_RELEASE, len(held), *held, token)
 
 
 def _log_rows(project_id: str, batch_key: str, received_at: datetime, events: list[dict[str, Any]]) -> list[dict]:

@@ -67,7 +67,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 # Each table's sorting key, as (SQL expression, ClickHouse type, how to compute it from a row). Verification
 # looks rows up by their full key, so it reads a few granules instead of scanning a project.
 def _day(value: Any) -> str:
-    return value.astimezone(UTC).date().isoformat()
+    return (value if value.tzinfo is UTC else value.astimezone(UTC)).date().isoformat()
 
 
 SORT_KEYS: dict[str, list[tuple[str, str, Any]]] = {
@@ -105,14 +105,8 @@ class _TableBuffer:
 
 
 def _to_arrow(table: str, rows: list[dict[str, Any]]) -> pa.Table:
-    schema = SCHEMAS[table]
-    columns = []
-    for fld in schema:
-        values = [row.get(fld.name) for row in rows]
-        if pa.types.is_map(fld.type):
-            values = [list((v or {}).items()) for v in values]
-        columns.append(pa.array(values, type=fld.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+    # Map columns take Python dicts directly; missing keys become nulls.
+    return pa.Table.from_pylist(rows, schema=SCHEMAS[table])
 
 
 class ClickHouseWriter:
