@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 
 from tracehouse import __version__
 from tracehouse.ingestion import api as ingestion_api
-from tracehouse.queues import QUEUES, QueueProducer, redis_client
+from tracehouse.queries import api as queries_api
+from tracehouse.queues import QUEUES, QueueProducer
 from tracehouse.runtime import Services
 from tracehouse.usage import api as usage_api
 from tracehouse.web import health, queues_api
@@ -41,7 +42,8 @@ def create_app(
         finally:
             app.state.shutting_down = True
             await app.state.producer.close()
-            await app.state.redis.aclose()
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
 
     app = FastAPI(
         title="tracehouse",
@@ -54,7 +56,8 @@ def create_app(
     app.state.services = services
     app.state.shutting_down = False
     app.state.key_verifier = KeyVerifier(services.metadata, salt=services.settings.salt)
-    app.state.redis = redis_client(services.redis_url)
+    # The plain Redis client is made on first use (queues_api.app_redis) and closed with the app.
+    app.state.redis = None
     app.state.producer = QueueProducer(services.redis_connection, QUEUES, prefix=services.settings.redis_key_prefix)
     # Queues that some worker should be consuming (stuck detection only applies to these).
     app.state.expected_queues = expected_queues if expected_queues is not None else []
@@ -68,6 +71,7 @@ def create_app(
     app.include_router(queues_api.router)
     app.include_router(usage_api.router)
     app.include_router(ingestion_api.router)
+    app.include_router(queries_api.router)
     return app
 
 

@@ -13,9 +13,16 @@ from bullmq import Job, Queue
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from tracehouse.queues import QUEUES
+from tracehouse.queues import QUEUES, redis_client
 from tracehouse.queues.health import check_queues
 from tracehouse.web.auth import AuthError, require_project
+
+
+def app_redis(app: Any) -> Any:
+    """The app's plain Redis client, created when first needed."""
+    if app.state.redis is None:
+        app.state.redis = redis_client(app.state.services.redis_url)
+    return app.state.redis
 
 router = APIRouter(tags=["queues"])
 
@@ -24,7 +31,7 @@ router = APIRouter(tags=["queues"])
 async def queue_health(request: Request) -> JSONResponse:
     services = request.app.state.services
     health = await check_queues(
-        request.app.state.redis, services.settings.redis_key_prefix,
+        app_redis(request.app), services.settings.redis_key_prefix,
         queues=list(QUEUES), expected=request.app.state.expected_queues,
         stuck_after_s=services.settings.queue_stuck_threshold_minutes * 60, metrics=services.metrics)
     return JSONResponse(health.body, status_code=200 if health.healthy else 503)

@@ -1,0 +1,1 @@
+"""Active queries: the Langfuse-compatible public read API."""

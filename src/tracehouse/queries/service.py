@@ -1,0 +1,307 @@
+"""Read queries for the public API: every query runs in the interactive workload class.
+
+Reads see the latest version of each row (`FINAL`, which also drops `is_deleted` rows) and always
+filter by the caller's project. Deletes write tombstones (the row again with `is_deleted = 1` and a
+new `event_ts`), so readers stop seeing the entity at once and exports see the deletion as a
+newer version instead of missing it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from tracehouse.clickhouse import ClickHouse, Workload
+
+TRACE_ORDER_COLUMNS = {"id": "id", "timestamp": "timestamp", "name": "name", "userId": "user_id",
+                       "release": "release", "version": "version", "public": "public", "bookmarked": "bookmarked",
+                       "sessionId": "session_id"}
+TRACE_FIELDS = {"core", "io", "scores", "observations", "metrics"}
+PAGE = "LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
+
+
+class BadParameter(ValueError):
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+
+def iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        value = value.astimezone(UTC)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return str(value)
+
+
+def parse_json(value: Any) -> Any:
+    """Stored I/O and metadata values are JSON text when they were structured; give them back parsed."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    return float(value) if isinstance(value, Decimal | int | float) else None
+
+
+@dataclass
+class Filter:
+    """WHERE clauses and their parameters, built together so values are always bound."""
+
+    clauses: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, clause: str, **params: Any) -> None:
+        self.clauses.append(clause)
+        self.params.update(params)
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.clauses) if self.clauses else "1"
+
+
+def ch_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def paging(page: int, limit: int, *, max_limit: int = 100) -> tuple[int, int]:
+    if page < 1:
+        raise BadParameter("page", "must be 1 or more")
+    if not 1 <= limit <= max_limit:
+        raise BadParameter("limit", f"must be between 1 and {max_limit}")
+    return page, limit
+
+
+def meta(page: int, limit: int, total: int) -> dict[str, int]:
+    return {"page": page, "limit": limit, "totalItems": total, "totalPages": math.ceil(total / limit) if limit else 0}
+
+
+def split_list(values: list[str] | None) -> list[str]:
+    """Repeated query params or comma-separated values, as Langfuse accepts both."""
+    return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
+
+
+class ReadService:
+    def __init__(self, clickhouse: ClickHouse) -> None:
+        self._ch = clickhouse
+
+    async def _query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._ch.query(sql, params, workload=Workload.INTERACTIVE)
+
+    # --- traces ----------------------------------------------------------------------------
+    async def list_traces(self, project_id: str, where: Filter, order: str, page: int, limit: int,
+                          fields: set[str]) -> tuple[list[dict[str, Any]], int]:
+        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
+        base = f"FROM traces FINAL WHERE project_id = {{p:String}} AND {where.sql}"
+        rows = await self._query(f"SELECT * {base} ORDER BY {order} {PAGE}", params)
+        total = (await self._query(f"SELECT count() AS n {base}", params))[0]["n"]
+        details = await self._trace_details(project_id, [r["id"] for r in rows], fields)
+        return [self.trace_view(r, details.get(r["id"], {}), fields) for r in rows], int(total)
+
+    async def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
+        rows = await self._query("SELECT * FROM traces FINAL WHERE project_id = {p:String} AND id = {id:String}",
+                                 {"p": project_id, "id": trace_id})
+        if not rows:
+            return None
+        observations = await self._query(
+            "SELECT * FROM observations FINAL WHERE project_id = {p:String} AND trace_id = {id:String} "
+            "ORDER BY start_time", {"p": project_id, "id": trace_id})
+        scores = await self._query(
+            "SELECT * FROM scores FINAL WHERE project_id = {p:String} AND trace_id = {id:String} ORDER BY timestamp",
+            {"p": project_id, "id": trace_id})
+        view = self.trace_view(rows[0], _metrics(observations), TRACE_FIELDS)
+        view["observations"] = [observation_view(o) for o in observations]
+        view["scores"] = [score_view(s) for s in scores]
+        return view
+
+    async def _trace_details(self, project_id: str, ids: list[str], fields: set[str]) -> dict[str, dict]:
+        if not ids or not fields & {"observations", "metrics", "scores"}:
+            return {}
+        details: dict[str, dict[str, Any]] = {i: {} for i in ids}
+        params = {"p": project_id, "ids": ids}
+        if fields & {"observations", "metrics"}:
+            for row in await self._query(
+                "SELECT trace_id, groupArray(id) AS ids, min(start_time) AS first, "
+                "max(greatest(start_time, coalesce(end_time, start_time))) AS last, sum(total_cost) AS cost "
+                "FROM observations FINAL WHERE project_id = {p:String} AND trace_id IN {ids:Array(String)} "
+                "GROUP BY trace_id", params):
+                details[row["trace_id"]].update(
+                    observations=row["ids"], latency=(row["last"] - row["first"]).total_seconds(),
+                    totalCost=_number(row["cost"]) or 0.0)
+        if "scores" in fields:
+            for row in await self._query(
+                "SELECT trace_id, groupArray(id) AS ids FROM scores FINAL WHERE project_id = {p:String} "
+                "AND trace_id IN {ids:Array(String)} GROUP BY trace_id", params):
+                details[row["trace_id"]]["scores"] = row["ids"]
+        return details
+
+    @staticmethod
+    def trace_view(row: dict[str, Any], details: dict[str, Any], fields: set[str]) -> dict[str, Any]:
+        io = "io" in fields
+        metrics = "metrics" in fields
+        return {
+            "id": row["id"], "externalId": None, "timestamp": iso(row["timestamp"]), "name": row["name"] or None,
+            "userId": row["user_id"], "release": row["release"], "version": row["version"],
+            "projectId": row["project_id"], "environment": row["environment"], "public": bool(row["public"]),
+            "bookmarked": bool(row["bookmarked"]), "tags": list(row["tags"]), "sessionId": row["session_id"],
+            "metadata": {k: parse_json(v) for k, v in row["metadata"]} if io else None,
+            "input": parse_json(row["input"]) if io else None, "output": parse_json(row["output"]) if io else None,
+            "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"]),
+            "observations": details.get("observations", []) if "observations" in fields else [],
+            "scores": details.get("scores", []) if "scores" in fields else [],
+            "latency": details.get("latency", 0.0) if metrics else -1,
+            "totalCost": details.get("totalCost", 0.0) if metrics else -1,
+            "htmlPath": f"/project/{row['project_id']}/traces/{row['id']}",
+        }
+
+    # --- observations ---------------------------------------------------------------------
+    async def list_observations(self, project_id: str, where: Filter, page: int, limit: int,
+                                join_traces: bool) -> tuple[list[dict[str, Any]], int]:
+        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
+        source = "observations FINAL"
+        if join_traces:  # userId lives on the trace
+            source = ("observations FINAL INNER JOIN (SELECT id AS t_id, user_id FROM traces FINAL "
+                      "WHERE project_id = {p:String}) AS t ON t.t_id = observations.trace_id")
+        base = f"FROM {source} WHERE project_id = {{p:String}} AND {where.sql}"
+        rows = await self._query(
+            f"SELECT observations.* {base} ORDER BY start_time DESC, id {PAGE}", params)
+        total = (await self._query(f"SELECT count() AS n {base}", params))[0]["n"]
+        return [observation_view(r) for r in rows], int(total)
+
+    async def get_observation(self, project_id: str, observation_id: str) -> dict[str, Any] | None:
+        rows = await self._query(
+            "SELECT * FROM observations FINAL WHERE project_id = {p:String} AND id = {id:String} LIMIT 1",
+            {"p": project_id, "id": observation_id})
+        return observation_view(rows[0]) if rows else None
+
+    # --- scores -----------------------------------------------------------------------------
+    async def list_scores(self, project_id: str, where: Filter, page: int, limit: int,
+                          with_trace: bool) -> tuple[list[dict[str, Any]], int]:
+        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
+        source = "scores FINAL"
+        extra = ""
+        if with_trace:
+            source = ("scores FINAL LEFT JOIN (SELECT id AS t_id, user_id AS t_user_id, tags AS t_tags, "
+                      "environment AS t_environment, session_id AS t_session_id FROM traces FINAL "
+                      "WHERE project_id = {p:String}) AS t ON t.t_id = scores.trace_id")
+            extra = ", t.t_user_id, t.t_tags, t.t_environment, t.t_session_id, t.t_id"
+        # CORRECTION scores are not listed (as Langfuse).
+        base = f"FROM {source} WHERE project_id = {{p:String}} AND data_type != 'CORRECTION' AND {where.sql}"
+        rows = await self._query(
+            f"SELECT scores.*{extra} {base} ORDER BY timestamp DESC, id {PAGE}", params)
+        total = (await self._query(f"SELECT count() AS n {base}", params))[0]["n"]
+        views = []
+        for row in rows:
+            view = score_view(row)
+            if with_trace:
+                view["trace"] = ({"userId": row["t_user_id"], "tags": list(row["t_tags"] or []),
+                                  "environment": row["t_environment"], "sessionId": row["t_session_id"]}
+                                 if row.get("t_id") else None)
+            views.append(view)
+        return views, int(total)
+
+    # --- sessions ---------------------------------------------------------------------------
+    async def list_sessions(self, project_id: str, where: Filter, page: int, limit: int
+                            ) -> tuple[list[dict[str, Any]], int]:
+        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
+        grouped = ("SELECT session_id AS id, min(timestamp) AS created_at, any(environment) AS environment "
+                   "FROM traces FINAL WHERE project_id = {p:String} AND session_id IS NOT NULL GROUP BY session_id")
+        base = f"FROM ({grouped}) WHERE {where.sql}"
+        rows = await self._query(
+            f"SELECT * {base} ORDER BY created_at DESC, id {PAGE}", params)
+        total = (await self._query(f"SELECT count() AS n {base}", params))[0]["n"]
+        return [{"id": r["id"], "createdAt": iso(r["created_at"]), "projectId": project_id,
+                 "environment": r["environment"]} for r in rows], int(total)
+
+    async def get_session(self, project_id: str, session_id: str) -> dict[str, Any] | None:
+        rows = await self._query(
+            "SELECT * FROM traces FINAL WHERE project_id = {p:String} AND session_id = {s:String} ORDER BY timestamp",
+            {"p": project_id, "s": session_id})
+        if not rows:
+            return None
+        details = await self._trace_details(project_id, [r["id"] for r in rows], TRACE_FIELDS)
+        return {"id": session_id, "createdAt": iso(rows[0]["timestamp"]), "projectId": project_id,
+                "environment": rows[0]["environment"],
+                "traces": [self.trace_view(r, details.get(r["id"], {}), TRACE_FIELDS) for r in rows]}
+
+    # --- deletes ----------------------------------------------------------------------------
+    async def delete_traces(self, project_id: str, trace_ids: list[str]) -> int:
+        """Tombstone the traces and their observations and scores; returns traces found."""
+        params = {"p": project_id, "ids": trace_ids}
+        found = (await self._query(
+            "SELECT count() AS n FROM traces FINAL WHERE project_id = {p:String} AND id IN {ids:Array(String)}",
+            params))[0]["n"]
+        for table, column in (("observations", "trace_id"), ("scores", "trace_id"), ("traces", "id")):
+            await self._ch.command(
+                f"INSERT INTO {table} SELECT * REPLACE (1 AS is_deleted, now64(3) AS event_ts, now64(3) AS updated_at) "
+                f"FROM {table} FINAL WHERE project_id = {{p:String}} AND {column} IN {{ids:Array(String)}}",
+                params, workload=Workload.INTERACTIVE)
+        return int(found)
+
+
+def _metrics(observations: list[dict[str, Any]]) -> dict[str, Any]:
+    if not observations:
+        return {"latency": 0.0, "totalCost": 0.0}
+    first = min(o["start_time"] for o in observations)
+    last = max(max(o["start_time"], o["end_time"] or o["start_time"]) for o in observations)
+    return {"latency": (last - first).total_seconds(),
+            "totalCost": sum(_number(o["total_cost"]) or 0.0 for o in observations)}
+
+
+def _sum_keys(details: dict[str, Any], needle: str) -> float:
+    return sum(float(v) for k, v in details.items() if needle in k)
+
+
+def observation_view(row: dict[str, Any]) -> dict[str, Any]:
+    usage = {k: int(v) for k, v in row["usage_details"]}
+    costs = {k: float(v) for k, v in row["cost_details"]}
+    start, end, first_token = row["start_time"], row["end_time"], row["completion_start_time"]
+    return {
+        "id": row["id"], "projectId": row["project_id"], "traceId": row["trace_id"],
+        "parentObservationId": row["parent_observation_id"], "name": row["name"] or None, "type": row["type"],
+        "environment": row["environment"], "startTime": iso(start), "endTime": iso(end), "version": row["version"],
+        "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"]),
+        "input": parse_json(row["input"]), "output": parse_json(row["output"]),
+        "metadata": {k: parse_json(v) for k, v in row["metadata"]}, "level": row["level"],
+        "statusMessage": row["status_message"], "model": row["provided_model_name"],
+        "modelParameters": parse_json(row["model_parameters"]) or {},
+        "completionStartTime": iso(first_token), "promptId": row["prompt_id"], "promptName": row["prompt_name"],
+        "promptVersion": row["prompt_version"], "usageDetails": usage, "costDetails": costs,
+        "usage": {"unit": "TOKENS", "input": int(_sum_keys(usage, "input")), "output": int(_sum_keys(usage, "output")),
+                  "total": usage.get("total", 0)},
+        "unit": "TOKENS", "promptTokens": int(_sum_keys(usage, "input")),
+        "completionTokens": int(_sum_keys(usage, "output")), "totalTokens": usage.get("total", 0),
+        "usagePricingTierName": row["usage_pricing_tier_name"], "usagePricingTierId": row["usage_pricing_tier_id"],
+        "modelId": row["internal_model_id"], "inputPrice": None, "outputPrice": None, "totalPrice": None,
+        "calculatedInputCost": _sum_keys(costs, "input") if any("input" in k for k in costs) else None,
+        "calculatedOutputCost": _sum_keys(costs, "output") if any("output" in k for k in costs) else None,
+        "calculatedTotalCost": _number(row["total_cost"]) or costs.get("total", 0.0),
+        "latency": (end - start).total_seconds() if end else None,
+        "timeToFirstToken": (first_token - start).total_seconds() if first_token else None,
+    }
+
+
+def score_view(row: dict[str, Any]) -> dict[str, Any]:
+    view = {
+        "id": row["id"], "projectId": row["project_id"], "environment": row["environment"], "name": row["name"],
+        "value": row["value"], "source": row["source"], "authorUserId": row["author_user_id"],
+        "comment": row["comment"], "metadata": {k: parse_json(v) for k, v in row["metadata"]},
+        "configId": row["config_id"], "queueId": row["queue_id"], "executionTraceId": row["execution_trace_id"],
+        "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"]), "timestamp": iso(row["timestamp"]),
+        "traceId": row["trace_id"], "observationId": row["observation_id"], "sessionId": row["session_id"],
+        "datasetRunId": row["dataset_run_id"], "dataType": row["data_type"], "stringValue": row["string_value"],
+    }
+    if row["data_type"] == "TEXT":
+        view.pop("value")
+    return view
