@@ -208,3 +208,33 @@ async def test_memory_cap_answers_503_json(loaded, services):
     assert response.status_code == 503
     assert response.json()["error"] == "QueryTooLarge"
     assert isinstance(WorkloadSettings, type) and json.dumps(response.json())
+
+
+async def test_cursor_pagination_v2_observations_and_v3_scores(loaded):
+    _, headers, app = loaded
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 3, "fields": "core,basic,usage,metrics"} | ({"cursor": cursor} if cursor else {})
+        body = (await _get(app, headers, "/api/public/v2/observations", **params)).json()
+        seen += body["data"]
+        pages += 1
+        cursor = body["meta"].get("cursor")
+        if not cursor:
+            break
+    assert pages == 4 and len(seen) == 10 and len({o["id"] for o in seen}) == 10
+    assert [o["id"] for o in seen[:2]] == ["gen-4", "sp-4"]
+    gen = next(o for o in seen if o["id"] == "gen-0")
+    assert gen["usageDetails"] == {"input": 10, "output": 5, "total": 15} and gen["latency"] == 4.0
+    assert "input" not in gen  # the io group was not requested
+    roots = (await _get(app, headers, "/api/public/v2/observations", isRootObservation="true")).json()
+    assert sorted(o["id"] for o in roots["data"]) == [f"sp-{i}" for i in range(5)]
+    bad = await _get(app, headers, "/api/public/v2/observations", cursor="garbage!")
+    assert bad.status_code == 400 and bad.json()["parameter"] == "cursor"
+
+    scores = (await _get(app, headers, "/api/public/v3/scores", limit=4)).json()
+    assert len(scores["data"]) == 4 and scores["meta"]["limit"] == 4 and scores["meta"]["cursor"]
+    rest = (await _get(app, headers, "/api/public/v3/scores", limit=4, cursor=scores["meta"]["cursor"])).json()
+    assert len(rest["data"]) == 2 and "cursor" not in rest["meta"]
+    by_id = {s["id"]: s for s in scores["data"] + rest["data"]}
+    assert by_id["sc-text"]["value"] == "fine" and by_id["sc-text"]["dataType"] == "TEXT"
+    assert by_id["sc-3"]["value"] == 0.3 and by_id["sc-3"]["subject"] == {"kind": "trace", "id": "tr-3"}

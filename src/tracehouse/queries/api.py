@@ -13,14 +13,18 @@ from pydantic import BaseModel, Field
 from tracehouse.clickhouse import ClickHouseError, ClickHouseErrorKind
 from tracehouse.metadata import get_project
 from tracehouse.queries.service import (
+    OBSERVATION_GROUPS,
     TRACE_FIELDS,
     TRACE_ORDER_COLUMNS,
     BadParameter,
     Filter,
     ReadService,
     ch_time,
+    cursor_page,
     meta,
+    observation_v2_view,
     paging,
+    score_v3_view,
     split_list,
 )
 from tracehouse.web.auth import ProjectAuth, require_project
@@ -319,4 +323,94 @@ async def projects(request: Request, auth: ProjectAuth = Depends(require_project
     if project is None:
         return not_found(f"Project {auth.project_id}")
     return JSONResponse({"data": [{"id": project.id, "name": project.name, "metadata": {},
+                                   "organization": {"id": "default", "name": "default"},
                                    "retentionDays": project.retention_days}]})
+
+
+@router.get("/api/public/v2/observations")
+async def list_observations_v2(
+    request: Request,
+    auth: ProjectAuth = Depends(require_project),
+    fields: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    name: str | None = None,
+    type: str | None = None,  # noqa: A002 - Langfuse's parameter name
+    trace_id: str | None = Query(None, alias="traceId"),
+    level: str | None = None,
+    parent_observation_id: str | None = Query(None, alias="parentObservationId"),
+    is_root_observation: bool | None = Query(None, alias="isRootObservation"),
+    environment: list[str] | None = Query(None),
+    from_start_time: datetime | None = Query(None, alias="fromStartTime"),
+    to_start_time: datetime | None = Query(None, alias="toStartTime"),
+    version: str | None = None,
+) -> JSONResponse:
+    try:
+        if not 1 <= limit <= 1000:
+            raise BadParameter("limit", "must be between 1 and 1000")
+        groups = ({"core", *split_list([fields])} if fields else {"core", "basic"})
+        if unknown := groups - OBSERVATION_GROUPS:
+            raise BadParameter("fields", f"unknown group(s) {', '.join(sorted(unknown))}")
+        where = Filter()
+        if type is not None and type not in OBSERVATION_TYPES:
+            raise BadParameter("type", f"expected one of {', '.join(sorted(OBSERVATION_TYPES))}")
+        for column, value, key in (("name", name, "name"), ("type", type, "type"), ("trace_id", trace_id, "trace"),
+                                   ("level", level, "level"), ("version", version, "version"),
+                                   ("parent_observation_id", parent_observation_id, "parent")):
+            if value is not None:
+                where.add(f"{column} = {{{key}:String}}", **{key: value})
+        if is_root_observation is not None:
+            where.add("parent_observation_id IS NULL" if is_root_observation else "parent_observation_id IS NOT NULL")
+        if envs := split_list(environment):
+            where.add("environment IN {envs:Array(String)}", envs=envs)
+        _time_range(where, "start_time", from_start_time, to_start_time, ("fromStartTime", "toStartTime"))
+        rows, next_cursor = await cursor_page(_service(request), "observations", "start_time", auth.project_id,
+                                              where, limit, cursor)
+    except BadParameter as exc:
+        return bad_request(exc)
+    except ClickHouseError as exc:
+        return query_error(exc)
+    body: dict[str, Any] = {"data": [observation_v2_view(r, groups) for r in rows], "meta": {}}
+    if next_cursor:
+        body["meta"]["cursor"] = next_cursor
+    return JSONResponse(body)
+
+
+@router.get("/api/public/v3/scores")
+async def list_scores_v3(
+    request: Request,
+    auth: ProjectAuth = Depends(require_project),
+    limit: int = 50,
+    cursor: str | None = None,
+    id: str | None = None,  # noqa: A002 - Langfuse's parameter name
+    name: str | None = None,
+    source: str | None = None,
+    data_type: str | None = Query(None, alias="dataType"),
+    environment: str | None = None,
+    trace_id: str | None = Query(None, alias="traceId"),
+    session_id: str | None = Query(None, alias="sessionId"),
+    observation_id: str | None = Query(None, alias="observationId"),
+    from_timestamp: datetime | None = Query(None, alias="fromTimestamp"),
+    to_timestamp: datetime | None = Query(None, alias="toTimestamp"),
+) -> JSONResponse:
+    try:
+        if not 1 <= limit <= 1000:
+            raise BadParameter("limit", "must be between 1 and 1000")
+        where = Filter()
+        for column, value, key in (("id", id, "id"), ("name", name, "name"), ("source", source, "source"),
+                                   ("data_type", data_type, "kind"), ("environment", environment, "env"),
+                                   ("trace_id", trace_id, "trace"), ("session_id", session_id, "session"),
+                                   ("observation_id", observation_id, "obs")):
+            if values := split_list([value] if value else None):
+                where.add(f"{column} IN {{{key}:Array(String)}}", **{key: values})
+        _time_range(where, "timestamp", from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp"))
+        rows, next_cursor = await cursor_page(_service(request), "scores", "timestamp", auth.project_id, where,
+                                              limit, cursor)
+    except BadParameter as exc:
+        return bad_request(exc)
+    except ClickHouseError as exc:
+        return query_error(exc)
+    meta_body: dict[str, Any] = {"limit": limit}
+    if next_cursor:
+        meta_body["cursor"] = next_cursor
+    return JSONResponse({"data": [score_v3_view(r) for r in rows], "meta": meta_body})

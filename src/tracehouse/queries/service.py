@@ -8,6 +8,7 @@ newer version instead of missing it.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ class ReadService:
     def __init__(self, clickhouse: ClickHouse) -> None:
         self._ch = clickhouse
 
-    async def _query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         return await self._ch.query(sql, params, workload=Workload.INTERACTIVE)
 
     # --- traces ----------------------------------------------------------------------------
@@ -104,20 +105,20 @@ class ReadService:
                           fields: set[str]) -> tuple[list[dict[str, Any]], int]:
         params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
         base = f"FROM traces FINAL WHERE project_id = {{p:String}} AND {where.sql}"
-        rows = await self._query(f"SELECT * {base} ORDER BY {order} {PAGE}", params)
-        total = (await self._query(f"SELECT count() AS n {base}", params))[0]["n"]
+        rows = await self.query(f"SELECT * {base} ORDER BY {order} {PAGE}", params)
+        total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
         details = await self._trace_details(project_id, [r["id"] for r in rows], fields)
         return [self.trace_view(r, details.get(r["id"], {}), fields) for r in rows], int(total)
 
     async def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
-        rows = await self._query("SELECT * FROM traces FINAL WHERE project_id = {p:String} AND id = {id:String}",
+        rows = await self.query("SELECT * FROM traces FINAL WHERE project_id = {p:String} AND id = {id:String}",
                                  {"p": project_id, "id": trace_id})
         if not rows:
             return None
-        observations = await self._query(
+        observations = await self.query(
             "SELECT * FROM observations FINAL WHERE project_id = {p:String} AND trace_id = {id:String} "
             "ORDER BY start_time", {"p": project_id, "id": trace_id})
-        scores = await self._query(
+        scores = await self.query(
             "SELECT * FROM scores FINAL WHERE project_id = {p:String} AND trace_id = {id:String} ORDER BY timestamp",
             {"p": project_id, "id": trace_id})
         view = self.trace_view(rows[0], _metrics(observations), TRACE_FIELDS)
@@ -131,7 +132,7 @@ class ReadService:
         details: dict[str, dict[str, Any]] = {i: {} for i in ids}
         params = {"p": project_id, "ids": ids}
         if fields & {"observations", "metrics"}:
-            for row in await self._query(
+            for row in await self.query(
                 "SELECT trace_id, groupArray(id) AS ids, min(start_time) AS first, "
                 "max(greatest(start_time, coalesce(end_time, start_time))) AS last, sum(total_cost) AS cost "
                 "FROM observations FINAL WHERE project_id = {p:String} AND trace_id IN {ids:Array(String)} "
@@ -140,7 +141,7 @@ class ReadService:
                     observations=row["ids"], latency=(row["last"] - row["first"]).total_seconds(),
                     totalCost=_number(row["cost"]) or 0.0)
         if "scores" in fields:
-            for row in await self._query(
+            for row in await self.query(
                 "SELECT trace_id, groupArray(id) AS ids FROM scores FINAL WHERE project_id = {p:String} "
                 "AND trace_id IN {ids:Array(String)} GROUP BY trace_id", params):
                 details[row["trace_id"]]["scores"] = row["ids"]
@@ -174,13 +175,13 @@ class ReadService:
             source = ("observations FINAL INNER JOIN (SELECT id AS t_id, user_id FROM traces FINAL "
                       "WHERE project_id = {p:String}) AS t ON t.t_id = observations.trace_id")
         base = f"FROM {source} WHERE project_id = {{p:String}} AND {where.sql}"
-        rows = await self._query(
+        rows = await self.query(
             f"SELECT observations.* {base} ORDER BY start_time DESC, id {PAGE}", params)
-        total = (await self._query(f"SELECT count() AS n {base}", params))[0]["n"]
+        total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
         return [observation_view(r) for r in rows], int(total)
 
     async def get_observation(self, project_id: str, observation_id: str) -> dict[str, Any] | None:
-        rows = await self._query(
+        rows = await self.query(
             "SELECT * FROM observations FINAL WHERE project_id = {p:String} AND id = {id:String} LIMIT 1",
             {"p": project_id, "id": observation_id})
         return observation_view(rows[0]) if rows else None
@@ -198,9 +199,9 @@ class ReadService:
             extra = ", t.t_user_id, t.t_tags, t.t_environment, t.t_session_id, t.t_id"
         # CORRECTION scores are not listed (as Langfuse).
         base = f"FROM {source} WHERE project_id = {{p:String}} AND data_type != 'CORRECTION' AND {where.sql}"
-        rows = await self._query(
+        rows = await self.query(
             f"SELECT scores.*{extra} {base} ORDER BY timestamp DESC, id {PAGE}", params)
-        total = (await self._query(f"SELECT count() AS n {base}", params))[0]["n"]
+        total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
         views = []
         for row in rows:
             view = score_view(row)
@@ -218,14 +219,14 @@ class ReadService:
         grouped = ("SELECT session_id AS id, min(timestamp) AS created_at, any(environment) AS environment "
                    "FROM traces FINAL WHERE project_id = {p:String} AND session_id IS NOT NULL GROUP BY session_id")
         base = f"FROM ({grouped}) WHERE {where.sql}"
-        rows = await self._query(
+        rows = await self.query(
             f"SELECT * {base} ORDER BY created_at DESC, id {PAGE}", params)
-        total = (await self._query(f"SELECT count() AS n {base}", params))[0]["n"]
+        total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
         return [{"id": r["id"], "createdAt": iso(r["created_at"]), "projectId": project_id,
                  "environment": r["environment"]} for r in rows], int(total)
 
     async def get_session(self, project_id: str, session_id: str) -> dict[str, Any] | None:
-        rows = await self._query(
+        rows = await self.query(
             "SELECT * FROM traces FINAL WHERE project_id = {p:String} AND session_id = {s:String} ORDER BY timestamp",
             {"p": project_id, "s": session_id})
         if not rows:
@@ -239,7 +240,7 @@ class ReadService:
     async def delete_traces(self, project_id: str, trace_ids: list[str]) -> int:
         """Tombstone the traces and their observations and scores; returns traces found."""
         params = {"p": project_id, "ids": trace_ids}
-        found = (await self._query(
+        found = (await self.query(
             "SELECT count() AS n FROM traces FINAL WHERE project_id = {p:String} AND id IN {ids:Array(String)}",
             params))[0]["n"]
         for table, column in (("observations", "trace_id"), ("scores", "trace_id"), ("traces", "id")):
@@ -305,3 +306,91 @@ def score_view(row: dict[str, Any]) -> dict[str, Any]:
     if row["data_type"] == "TEXT":
         view.pop("value")
     return view
+
+
+# --- cursor pagination (v2 observations, v3 scores) -------------------------------------------
+def encode_cursor(moment: datetime, row_id: str) -> str:
+    raw = json.dumps({"t": ch_time(moment), "id": row_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(data["t"]), str(data["id"])
+    except (ValueError, KeyError, TypeError):
+        raise BadParameter("cursor", "not a cursor returned by this API") from None
+
+
+OBSERVATION_GROUPS = {"core", "basic", "time", "io", "metadata", "model", "usage", "prompt", "metrics",
+                      "trace_context"}
+
+
+def observation_v2_view(row: dict[str, Any], groups: set[str]) -> dict[str, Any]:
+    full = observation_view(row)
+    view: dict[str, Any] = {k: full[k] for k in ("id", "traceId", "startTime", "endTime", "projectId",
+                                                  "parentObservationId", "type")}
+    if "basic" in groups:
+        view.update(name=full["name"], level=full["level"], statusMessage=full["statusMessage"],
+                    version=full["version"], environment=full["environment"],
+                    isRootObservation=row["parent_observation_id"] is None)
+    if "time" in groups:
+        view.update(completionStartTime=full["completionStartTime"], createdAt=full["createdAt"],
+                    updatedAt=full["updatedAt"])
+    if "io" in groups:
+        view.update(input=row["input"], output=row["output"])  # raw strings, as parseIoAsJson=false
+    if "metadata" in groups:
+        view["metadata"] = full["metadata"]
+    if "model" in groups:
+        view.update(model=full["model"], internalModelId=row["internal_model_id"],
+                    modelParameters=full["modelParameters"])
+    if "usage" in groups:
+        view.update(usageDetails=full["usageDetails"], costDetails=full["costDetails"],
+                    totalCost=full["calculatedTotalCost"], usagePricingTierName=full["usagePricingTierName"])
+    if "prompt" in groups:
+        view.update(promptId=full["promptId"], promptName=full["promptName"], promptVersion=full["promptVersion"])
+    if "metrics" in groups:
+        view.update(latency=full["latency"], timeToFirstToken=full["timeToFirstToken"])
+    return view
+
+
+def score_v3_view(row: dict[str, Any]) -> dict[str, Any]:
+    kind = row["data_type"]
+    value: Any = row["value"]
+    if kind == "BOOLEAN":
+        value = row["string_value"] == "True"
+    elif kind in ("CATEGORICAL", "TEXT"):
+        value = row["string_value"]
+    elif kind == "CORRECTION":
+        value = row["long_string_value"]
+    if row["observation_id"]:
+        subject = {"kind": "observation", "id": row["observation_id"], "traceId": row["trace_id"]}
+    elif row["trace_id"]:
+        subject = {"kind": "trace", "id": row["trace_id"]}
+    elif row["session_id"]:
+        subject = {"kind": "session", "id": row["session_id"]}
+    else:
+        subject = None
+    return {
+        "id": row["id"], "projectId": row["project_id"], "name": row["name"], "source": row["source"],
+        "timestamp": iso(row["timestamp"]), "environment": row["environment"], "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]), "comment": row["comment"], "configId": row["config_id"],
+        "metadata": {k: parse_json(v) for k, v in row["metadata"]}, "authorUserId": row["author_user_id"],
+        "queueId": row["queue_id"], "dataType": kind, "value": value, "subject": subject,
+    }
+
+
+async def cursor_page(service: ReadService, table: str, time_column: str, project_id: str, where: Filter,
+                      limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Keyset pagination newest first: fetch limit+1 to know whether a next page exists."""
+    params = {"p": project_id, **where.params, "limit": limit + 1}
+    clauses = [where.sql]
+    if cursor:
+        moment, last_id = decode_cursor(cursor)
+        clauses.append(f"({time_column}, id) < ({{c_t:DateTime64(3)}}, {{c_id:String}})")
+        params.update(c_t=moment, c_id=last_id)
+    rows = await service.query(
+        f"SELECT * FROM {table} FINAL WHERE project_id = {{p:String}} AND {' AND '.join(clauses)} "
+        f"ORDER BY {time_column} DESC, id DESC LIMIT {{limit:UInt32}}", params)
+    next_cursor = encode_cursor(rows[limit - 1][time_column], rows[limit - 1]["id"]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
