@@ -68,11 +68,11 @@ async def live(settings):
     await services.close()
 
 
-async def _run_sdk(live, name: str, script: str) -> dict:
+async def _run_sdk(live, name: str, script: str, *args: str) -> dict:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(sdk_dir(name)), "PK": live["pk"],
            "SK": live["sk"], "BASE_URL": live["url"], "OTEL_SDK_DISABLED": "false"}
     proc = await asyncio.create_subprocess_exec(sys.executable, str(Path(__file__).with_name("sdk") / script),
-                                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                                *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 180)
     assert proc.returncode == 0, err.decode()[-3000:]
     return json.loads(out.decode().strip().splitlines()[-1])
@@ -143,3 +143,39 @@ async def test_sdk_2x_batch_ingestion(live):
     assert gen["end_time"].isoformat().startswith("2026-11-02T08:00:00.900")
     assert (event["type"], dict(event["metadata"])) == ("EVENT", {"key": "k1"})
     assert (scores[0]["name"], scores[0]["value"], scores[0]["comment"]) == ("rating", 4.0, "good")
+
+
+async def test_current_sdk_reads_back_what_it_sent(live):
+    sent = await _run_sdk(live, "v5", "send_v5.py")
+    services, p = live["services"], {"p": live["project"], "t": sent["trace_id"]}
+    await _wait_rows(services, "scores", "project_id = {p:String} AND trace_id = {t:String}", p, 2)
+    await _wait_rows(services, "observations", "project_id = {p:String} AND trace_id = {t:String}", p, 3)
+    read = await _run_sdk(live, "v5", "read_v5.py", sent["trace_id"])
+    by_id = {o["id"]: o for o in read["observations"]}
+    assert set(by_id) == {sent["root_id"], sent["generation_id"], sent["tool_id"]}
+    gen = by_id[sent["generation_id"]]
+    assert (gen["type"], gen["name"], gen["parent"], gen["model"]) == ("GENERATION", "llm-call", sent["root_id"],
+                                                                        "gpt-4o-mini")
+    assert gen["usage"] == {"input": 12, "output": 3, "total": 15}
+    scores = {s["name"]: s for s in read["scores"]}
+    assert (scores["correct"]["value"], scores["correct"]["dataType"]) == (1.0, "NUMERIC")
+    assert (scores["tone"]["value"], scores["tone"]["subject"]) == ("friendly", sent["generation_id"])
+    assert read["project"] == live["project"]
+
+
+async def test_sdk_2x_fetches_what_it_sent(live):
+    sent = await _run_sdk(live, "v2", "send_v2.py")
+    services, p = live["services"], {"p": live["project"], "t": sent["trace_id"]}
+    await _wait_rows(services, "scores", "project_id = {p:String} AND trace_id = {t:String}", p, 1)
+    await _wait_rows(services, "traces", "project_id = {p:String} AND id = {t:String} AND output IS NOT NULL", p, 1)
+    read = await _run_sdk(live, "v2", "read_v2.py", sent["trace_id"])
+    trace = read["trace"]
+    assert (trace["id"], trace["name"], trace["userId"], trace["tags"]) == (sent["trace_id"], "v2-trace", "u-2",
+                                                                            ["legacy"])
+    assert trace["observations"] == sorted([sent["span_id"], sent["generation_id"], sent["event_id"]])
+    assert trace["scores"] == ["rating"] and trace["output"] == {"a": "hi there"}
+    assert sent["trace_id"] in read["traces"]
+    assert sorted(map(tuple, read["observations"])) == sorted([(sent["span_id"], "SPAN"),
+                                                               (sent["generation_id"], "GENERATION"),
+                                                               (sent["event_id"], "EVENT")])
+    assert "s-2" in read["sessions"]
