@@ -167,3 +167,15 @@ def test_unreachable_http_server_is_one_line_naming_clickhouse():
         HttpBackend("http://127.0.0.1:1", user="default", password="", database="default", timeout_s=2)
     assert str(info.value).startswith("cannot reach ClickHouse at http://127.0.0.1:1")
     assert "\n" not in str(info.value)
+
+
+async def test_awkward_strings_round_trip_as_parameters(clickhouse):
+    # Tabs, newlines, backslashes, quotes and NULs must bind exactly (an id must match itself).
+    awkward = ["a\\b", "tab\there", "new\nline", "quote'\"", "nul\0x", "emoji 🏨", "\\t literal"]
+    for value in awkward:
+        rows = await clickhouse.query("SELECT {v:String} AS v, length({v:String}) AS n", {"v": value},
+                                      workload=Workload.INTERACTIVE)
+        assert rows == [{"v": value, "n": len(value.encode())}]
+    rows = await clickhouse.query("SELECT arrayJoin({vs:Array(String)}) AS v", {"vs": awkward},
+                                  workload=Workload.INTERACTIVE)
+    assert [r["v"] for r in rows] == awkward

@@ -58,11 +58,18 @@ def _params(params: Params) -> dict[str, Any] | None:
     return dict(params) if params else None
 
 
+# Query parameters reach chDB as text in ClickHouse's escaped (TSV) form: a raw tab, newline or
+# backslash in a string would be misread (an id with a backslash would never match itself).
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0",
+                              "\b": "\\b", "\f": "\\f"})
+
+
 def _chdb_params(params: Params) -> dict[str, Any] | None:
     """chDB takes parameter values as text; arrays must be written as ClickHouse array literals."""
     if not params:
         return None
-    return {k: _array_literal(v) if isinstance(v, list | set) else v for k, v in params.items()}
+    return {k: _array_literal(v) if isinstance(v, list | set) else v.translate(_TSV_ESCAPES) if isinstance(v, str)
+            else v for k, v in params.items()}
 
 
 def _array_literal(values: Any) -> str:
@@ -101,7 +108,8 @@ def _literal(value: Any) -> str:
         return "1" if value else "0"
     if isinstance(value, int | float):
         return str(value)
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return "'" + text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r").replace("\0", "\\0") + "'"
 
 
 class ChdbBackend:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -64,6 +64,9 @@ def _time_range(where: Filter, column: str, start: datetime | None, end: datetim
     for value, name in ((start, names[0]), (end, names[1])):
         if value is not None and value.tzinfo is None:
             raise BadParameter(name, "must include a time zone offset (Z or +hh:mm)")
+        # ClickHouse's DateTime64 covers 1900-2299.
+        if value is not None and not 1900 <= value.astimezone(UTC).year <= 2299:
+            raise BadParameter(name, "must be between 1900-01-01 and 2299-12-31")
     if start is not None:
         where.add(f"{column} >= {{from_ts:DateTime64(3)}}", from_ts=ch_time(start))
     if end is not None:
