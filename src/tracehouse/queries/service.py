@@ -8,6 +8,7 @@ newer version instead of missing it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -110,17 +111,23 @@ class ReadService:
         details = await self._trace_details(project_id, [r["id"] for r in rows], fields)
         return [self.trace_view(r, details.get(r["id"], {}), fields) for r in rows], int(total)
 
+    async def latest(self, table: str, where: str, params: dict[str, Any], order: str = "") -> list[dict[str, Any]]:
+        """The newest version of each matching row, without FINAL: point lookups filter through the
+        bloom-filter indexes first and only then pick versions, which is far cheaper than merging
+        every part of the project."""
+        inner = (f"SELECT * FROM {table} WHERE project_id = {{p:String}} AND {where} "
+                 "ORDER BY event_ts DESC LIMIT 1 BY id")
+        return await self.query(f"SELECT * FROM ({inner}) WHERE is_deleted = 0 {order}", params)
+
     async def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
-        rows = await self.query("SELECT * FROM traces FINAL WHERE project_id = {p:String} AND id = {id:String}",
-                                 {"p": project_id, "id": trace_id})
+        params = {"p": project_id, "id": trace_id}
+        rows, observations, scores = await asyncio.gather(
+            self.latest("traces", "id = {id:String}", params),
+            self.latest("observations", "trace_id = {id:String}", params, "ORDER BY start_time"),
+            self.latest("scores", "trace_id = {id:String}", params, "ORDER BY timestamp"),
+        )
         if not rows:
             return None
-        observations = await self.query(
-            "SELECT * FROM observations FINAL WHERE project_id = {p:String} AND trace_id = {id:String} "
-            "ORDER BY start_time", {"p": project_id, "id": trace_id})
-        scores = await self.query(
-            "SELECT * FROM scores FINAL WHERE project_id = {p:String} AND trace_id = {id:String} ORDER BY timestamp",
-            {"p": project_id, "id": trace_id})
         view = self.trace_view(rows[0], _metrics(observations), TRACE_FIELDS)
         view["observations"] = [observation_view(o) for o in observations]
         view["scores"] = [score_view(s) for s in scores]
@@ -181,9 +188,7 @@ class ReadService:
         return [observation_view(r) for r in rows], int(total)
 
     async def get_observation(self, project_id: str, observation_id: str) -> dict[str, Any] | None:
-        rows = await self.query(
-            "SELECT * FROM observations FINAL WHERE project_id = {p:String} AND id = {id:String} LIMIT 1",
-            {"p": project_id, "id": observation_id})
+        rows = await self.latest("observations", "id = {id:String}", {"p": project_id, "id": observation_id})
         return observation_view(rows[0]) if rows else None
 
     # --- scores -----------------------------------------------------------------------------
