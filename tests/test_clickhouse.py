@@ -22,7 +22,7 @@ async def test_each_workload_class_reaches_the_engine_with_its_settings(clickhou
     seen = {w: (await clickhouse.query(SETTINGS_SQL, workload=w))[0] for w in Workload}
     assert seen[Workload.EXPORT] == {
         "max_threads": 10, "priority": 2, "max_memory_usage": 20_000_000_000, "max_execution_time": 600}
-    assert seen[Workload.INTERACTIVE]["priority"] == 1
+    assert seen[Workload.INTERACTIVE]["priority"] == 0
     assert seen[Workload.INTERACTIVE]["max_execution_time"] == 30
     assert seen[Workload.INTERACTIVE]["max_memory_usage"] == 4_000_000_000
     assert seen[Workload.INGESTION]["max_execution_time"] == 60

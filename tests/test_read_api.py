@@ -158,6 +158,12 @@ async def test_observations_and_scores_and_sessions(loaded):
     assert await ids("/api/public/observations", userId="u1", type="SPAN") == ["sp-3", "sp-1"]
     assert await ids("/api/public/observations", parentObservationId="sp-0") == ["gen-0"]
     assert await ids("/api/public/observations", environment="dev") == []  # observations were sent without one
+    assert await ids("/api/public/observations", name="root", limit=2) == ["sp-4", "sp-3"]
+    assert await ids("/api/public/observations", type="SPAN", fromStartTime=t(1), toStartTime=t(3)) == ["sp-2", "sp-1"]
+    assert await ids("/api/public/observations", version="nope") == []
+    assert await ids("/api/public/scores", traceId="tr-0") == ["sc-text", "sc-0"]
+    assert await ids("/api/public/scores", fromTimestamp=t(3), name="quality") == ["sc-4", "sc-3"]
+    assert await ids("/api/public/v2/scores", source="API", dataType="NUMERIC", limit=1) == ["sc-4"]
     assert (await _get(app, headers, "/api/public/observations", type="NOPE")).status_code == 400
     single = (await _get(app, headers, "/api/public/observations/gen-0")).json()
     assert single["usageDetails"] == {"input": 10, "output": 5, "total": 15}
@@ -172,6 +178,8 @@ async def test_observations_and_scores_and_sessions(loaded):
 
     sessions = (await _get(app, headers, "/api/public/sessions")).json()
     assert [s["id"] for s in sessions["data"]] == ["sess-2", "sess-1", "sess-0"]  # first trace, newest first
+    assert await ids("/api/public/sessions", environment="dev") == ["sess-1"]
+    assert await ids("/api/public/sessions", fromTimestamp=t(1), toTimestamp=t(2)) == ["sess-1"]
     one = (await _get(app, headers, "/api/public/sessions/sess-1")).json()
     assert [tr["id"] for tr in one["traces"]] == ["tr-1", "tr-4"]
     assert (await _get(app, headers, "/api/public/sessions/none")).status_code == 404
@@ -238,3 +246,13 @@ async def test_cursor_pagination_v2_observations_and_v3_scores(loaded):
     by_id = {s["id"]: s for s in scores["data"] + rest["data"]}
     assert by_id["sc-text"]["value"] == "fine" and by_id["sc-text"]["dataType"] == "TEXT"
     assert by_id["sc-3"]["value"] == 0.3 and by_id["sc-3"]["subject"] == {"kind": "trace", "id": "tr-3"}
+
+
+def test_engine_limits_map_to_clear_json_errors():
+    from tracehouse.clickhouse import ClickHouseError, ClickHouseErrorKind
+    from tracehouse.queries.api import query_error
+
+    timeout = query_error(ClickHouseError("Code: 159. Timeout exceeded", ClickHouseErrorKind.TIMEOUT))
+    overcommit = query_error(ClickHouseError("Code: 241. OvercommitTracker", ClickHouseErrorKind.OVERCOMMIT))
+    assert timeout.status_code == 504 and json.loads(timeout.body)["error"] == "QueryTimeout"
+    assert overcommit.status_code == 503 and json.loads(overcommit.body)["error"] == "QueryTooLarge"

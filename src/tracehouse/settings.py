@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     interactive_max_threads: int = Field(
         0, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INTERACTIVE_MAX_THREADS")
     )
-    interactive_priority: int = Field(1, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INTERACTIVE_PRIORITY"))
+    # 0 = interactive queries never wait for others; background classes carry a positive priority.
+    interactive_priority: int = Field(0, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INTERACTIVE_PRIORITY"))
     interactive_timeout_ms: int = Field(
         30_000, gt=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INTERACTIVE_TIMEOUT_MS")
     )

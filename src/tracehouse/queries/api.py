@@ -299,10 +299,9 @@ async def list_sessions(
     try:
         paging(page, limit)
         where = Filter()
-        if envs := split_list(environment):
-            where.add("environment IN {envs:Array(String)}", envs=envs)
         _time_range(where, "created_at", from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp"))
-        data, total = await _service(request).list_sessions(auth.project_id, where, page, limit)
+        data, total = await _service(request).list_sessions(auth.project_id, where, page, limit,
+                                                            split_list(environment))
     except BadParameter as exc:
         return bad_request(exc)
     except ClickHouseError as exc:

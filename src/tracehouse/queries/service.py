@@ -220,17 +220,21 @@ class ReadService:
         return views, int(total)
 
     # --- sessions ---------------------------------------------------------------------------
-    async def list_sessions(self, project_id: str, where: Filter, page: int, limit: int
-                            ) -> tuple[list[dict[str, Any]], int]:
-        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
-        grouped = ("SELECT session_id AS id, min(timestamp) AS created_at, any(environment) AS environment "
-                   "FROM traces FINAL WHERE project_id = {p:String} AND session_id IS NOT NULL GROUP BY session_id")
+    async def list_sessions(self, project_id: str, where: Filter, page: int, limit: int,
+                            environments: list[str]) -> tuple[list[dict[str, Any]], int]:
+        """Sessions are derived from traces; an environment filter keeps sessions with traces in it."""
+        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit,
+                  "envs": environments}
+        env_clause = "AND environment IN {envs:Array(String)}" if environments else ""
+        grouped = ("SELECT session_id AS id, min(timestamp) AS created_at, any(environment) AS session_env "
+                   f"FROM traces FINAL WHERE project_id = {{p:String}} AND session_id IS NOT NULL {env_clause} "
+                   "GROUP BY session_id")
         base = f"FROM ({grouped}) WHERE {where.sql}"
         rows = await self.query(
             f"SELECT * {base} ORDER BY created_at DESC, id {PAGE}", params)
         total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
         return [{"id": r["id"], "createdAt": iso(r["created_at"]), "projectId": project_id,
-                 "environment": r["environment"]} for r in rows], int(total)
+                 "environment": r["session_env"]} for r in rows], int(total)
 
     async def get_session(self, project_id: str, session_id: str) -> dict[str, Any] | None:
         rows = await self.query(
