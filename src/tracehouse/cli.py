@@ -414,6 +414,82 @@ def synth(
                f"request latency p50 {stats.median_ms:.1f} ms, p95 {stats.percentile(0.95):.1f} ms")
 
 
+export_app = typer.Typer(help="Bulk export to object storage.", no_args_is_help=True)
+integrations_app = typer.Typer(help="Per-project export destinations (Langfuse's blob-storage integrations).",
+                               no_args_is_help=True)
+export_app.add_typer(integrations_app, name="integrations")
+app.add_typer(export_app, name="export")
+
+
+@integrations_app.command("set")
+def integrations_set(
+    project: Annotated[str, typer.Option(help="Project id.")],
+    type_: Annotated[str, typer.Option("--type", help="S3, S3_COMPATIBLE, GOOGLE_CLOUD_STORAGE, "
+                                                      "AZURE_BLOB_STORAGE or LOCAL.")],
+    bucket: Annotated[str, typer.Option(help="Bucket / container (LOCAL: a folder path).")],
+    region: Annotated[str, typer.Option(help="Region.")] = "auto",
+    endpoint: Annotated[str | None, typer.Option(help="Custom endpoint (S3-compatible).")] = None,
+    access_key_id: Annotated[str | None, typer.Option(help="Access key id.")] = None,
+    secret_access_key: Annotated[str | None, typer.Option(
+        envvar="TRACEHOUSE_EXPORT_SECRET_ACCESS_KEY", help="Secret (prefer the environment variable).")] = None,
+    prefix: Annotated[str, typer.Option(help="Key prefix, ending in '/'.")] = "",
+    frequency: Annotated[str, typer.Option(help="every_15_minutes, hourly, daily or weekly.")] = "hourly",
+    file_type: Annotated[str, typer.Option(help="PARQUET, JSONL or CSV.")] = "PARQUET",
+    mode: Annotated[str, typer.Option(help="FULL_HISTORY, FROM_TODAY or FROM_CUSTOM_DATE.")] = "FULL_HISTORY",
+    start_date: Annotated[datetime | None, typer.Option(help="With FROM_CUSTOM_DATE (UTC).")] = None,
+    force_path_style: Annotated[bool, typer.Option(help="Path-style S3 URLs.")] = False,
+    enabled: Annotated[bool, typer.Option(help="Export on schedule.")] = True,
+) -> None:
+    """Create or replace a project's export destination. The secret is stored encrypted (ENCRYPTION_KEY)."""
+    from datetime import UTC
+
+    from pydantic import ValidationError
+
+    from tracehouse.export.crypto import SecretBox
+    from tracehouse.export.integrations import IntegrationRequest, upsert_integration
+
+    settings = _settings()
+    try:
+        request = IntegrationRequest.model_validate({
+            "projectId": project, "type": type_, "bucketName": bucket, "region": region, "endpoint": endpoint,
+            "accessKeyId": access_key_id, "secretAccessKey": secret_access_key, "prefix": prefix,
+            "exportFrequency": frequency, "fileType": file_type, "exportMode": mode,
+            "forcePathStyle": force_path_style, "enabled": enabled,
+            "exportStartDate": start_date.replace(tzinfo=UTC) if start_date else None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        typer.echo(f"error: {'.'.join(str(p) for p in first['loc']) or 'integration'}: "
+                   f"{str(first['msg']).removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(1) from None
+    view = _guard(lambda: upsert_integration(_metadata(settings), SecretBox(settings.encryption_key), request))
+    typer.echo(f"export for {view['projectId']}: {view['type']} {view['bucketName']} {view['prefix']} "
+               f"{view['exportFrequency']} {view['fileType']} {'enabled' if view['enabled'] else 'disabled'}")
+
+
+@integrations_app.command("list")
+def integrations_list(project: Annotated[str | None, typer.Option(help="Only this project.")] = None) -> None:
+    """Export destinations (secrets are never shown)."""
+    from tracehouse.export.integrations import list_integrations, status_view
+
+    settings = _settings()
+    for row in _guard(lambda: list_integrations(_metadata(settings), project)):
+        status = status_view(row)
+        typer.echo(f"{row.project_id}\t{row.type}\t{row.bucket_name}\t{row.prefix}\t{row.export_frequency}\t"
+                   f"{row.file_type}\t{status['syncStatus']}\tlast={status['lastSyncAt'] or '-'}")
+
+
+@integrations_app.command("delete")
+def integrations_delete(project: Annotated[str, typer.Option(help="Project id.")]) -> None:
+    """Remove a project's export destination (exported files stay where they are)."""
+    from tracehouse.export.integrations import delete_integration
+
+    settings = _settings()
+    if not _guard(lambda: delete_integration(_metadata(settings), project)):
+        typer.echo(f"error: no export integration for project {project!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted export integration of {project}")
+
+
 @app.command("usage")
 def usage_cmd(
     project: Annotated[str, typer.Option(help="Project id.")],

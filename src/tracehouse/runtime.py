@@ -83,6 +83,7 @@ async def open_services(settings: Settings) -> Services:
         metadata = MetadataDB(settings.metadata_url)
         cleanups.append(metadata.dispose)
         await asyncio.to_thread(metadata.ping)
+        await asyncio.to_thread(_check_export_secrets, metadata, settings)
 
         clickhouse = await asyncio.to_thread(ClickHouse.from_settings, settings)
         cleanups.append(clickhouse.close)
@@ -120,6 +121,18 @@ async def migrate(services: Services) -> dict[str, list[str]]:
         "metadata": await asyncio.to_thread(services.metadata.migrate),
         "clickhouse": await migrate_clickhouse(services.clickhouse, cluster=cluster),
     }
+
+
+def _check_export_secrets(metadata: MetadataDB, settings: Settings) -> None:
+    """Refuse to start if stored integration secrets cannot be decrypted (missing or wrong key)."""
+    from sqlalchemy import inspect
+
+    from tracehouse.export.crypto import SecretBox
+    from tracehouse.export.integrations import check_secrets_readable
+
+    if "blob_storage_integrations" not in inspect(metadata.engine).get_table_names():
+        return  # not migrated yet
+    check_secrets_readable(metadata, SecretBox(settings.encryption_key))
 
 
 def _mask(url: str) -> str:

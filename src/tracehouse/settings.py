@@ -139,6 +139,9 @@ class Settings(BaseSettings):
         None, validation_alias=_env("LANGFUSE_GOOGLE_CLOUD_STORAGE_CREDENTIALS")
     )
 
+    # --- export ----------------------------------------------------------------------------------
+    encryption_key: str | None = Field(None, validation_alias=_env("ENCRYPTION_KEY"))
+
     # --- headless first start (Langfuse's LANGFUSE_INIT_*) -----------------------------------
     init_project_id: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_ID"))
     init_project_name: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_NAME"))
@@ -175,6 +178,15 @@ class Settings(BaseSettings):
         if value.startswith(("postgresql+psycopg://", "sqlite://")):
             return value
         raise ValueError("expected a postgresql:// or sqlite:/// URL")
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _encryption_key(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
+            raise ValueError("expected 64 hex characters (256 bits), e.g. from `openssl rand -hex 32`")
+        return value
 
     @field_validator("log_format")
     @classmethod

@@ -158,3 +158,33 @@ class DeadLetter(Base):
     first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class BlobStorageIntegration(Base):
+    """A project's scheduled export destination (one per project, as in Langfuse)."""
+
+    __tablename__ = "blob_storage_integrations"
+
+    project_id: Mapped[str] = mapped_column(
+        sa.String, sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    type: Mapped[str] = mapped_column(sa.String, nullable=False)
+    bucket_name: Mapped[str] = mapped_column(sa.String, nullable=False)
+    endpoint: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+    region: Mapped[str] = mapped_column(sa.String, nullable=False)
+    access_key_id: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+    secret_access_key: Mapped[str | None] = mapped_column(sa.Text, nullable=True)  # encrypted, never plaintext
+    prefix: Mapped[str] = mapped_column(sa.String, nullable=False, default="")
+    export_frequency: Mapped[str] = mapped_column(sa.String, nullable=False)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)
+    force_path_style: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    file_type: Mapped[str] = mapped_column(sa.String, nullable=False, default="PARQUET")
+    export_mode: Mapped[str] = mapped_column(sa.String, nullable=False, default="FULL_HISTORY")
+    export_start_date: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    compressed: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    next_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow)

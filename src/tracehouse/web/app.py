@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from tracehouse import __version__
+from tracehouse.export import api as export_api
 from tracehouse.ingestion import api as ingestion_api
 from tracehouse.queries import api as queries_api
 from tracehouse.queues import QUEUES, QueueProducer
@@ -72,6 +73,7 @@ def create_app(
     app.include_router(usage_api.router)
     app.include_router(ingestion_api.router)
     app.include_router(queries_api.router)
+    app.include_router(export_api.router)
     return app
 
 

@@ -1,0 +1,170 @@
+"""Blob-storage export integrations: validation, storage with encrypted secrets, Langfuse's JSON shape.
+
+One integration per project (as Langfuse). Secrets are encrypted with ENCRYPTION_KEY and are never
+returned by the API or the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+
+from tracehouse.errors import ConfigError
+from tracehouse.export.crypto import SecretBox
+from tracehouse.metadata import MetadataDB
+from tracehouse.metadata.models import BlobStorageIntegration
+
+# Export cadence. `every_20_minutes` is accepted because the current SDK's enum has it.
+FREQUENCIES: dict[str, timedelta] = {
+    "every_15_minutes": timedelta(minutes=15),
+    "every_20_minutes": timedelta(minutes=20),
+    "hourly": timedelta(hours=1),
+    "daily": timedelta(days=1),
+    "weekly": timedelta(weeks=1),
+}
+IntegrationType = Literal["S3", "S3_COMPATIBLE", "GOOGLE_CLOUD_STORAGE", "AZURE_BLOB_STORAGE", "LOCAL"]
+
+
+class IntegrationRequest(BaseModel):
+    """The body of PUT /api/public/integrations/blob-storage (Langfuse's field names)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    project_id: str = Field(alias="projectId", min_length=1)
+    type: IntegrationType
+    bucket_name: str = Field(alias="bucketName", min_length=1)
+    endpoint: str | None = None
+    region: str = "auto"
+    access_key_id: str | None = Field(None, alias="accessKeyId")
+    secret_access_key: str | None = Field(None, alias="secretAccessKey")
+    prefix: str = ""
+    export_frequency: Literal["every_15_minutes", "every_20_minutes", "hourly", "daily", "weekly"] = Field(
+        "hourly", alias="exportFrequency")
+    enabled: bool = True
+    force_path_style: bool = Field(False, alias="forcePathStyle")
+    file_type: Literal["PARQUET", "JSONL", "CSV"] = Field("PARQUET", alias="fileType")
+    export_mode: Literal["FULL_HISTORY", "FROM_TODAY", "FROM_CUSTOM_DATE"] = Field("FULL_HISTORY", alias="exportMode")
+    export_start_date: datetime | None = Field(None, alias="exportStartDate")
+    compressed: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IntegrationRequest:
+        if self.export_mode == "FROM_CUSTOM_DATE" and self.export_start_date is None:
+            raise ValueError("exportStartDate is required with exportMode FROM_CUSTOM_DATE")
+        if self.export_start_date is not None and self.export_start_date.tzinfo is None:
+            raise ValueError("exportStartDate must include a time zone offset")
+        if self.type == "S3_COMPATIBLE" and not self.endpoint:
+            raise ValueError("endpoint is required for S3_COMPATIBLE")
+        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError("endpoint must be an http:// or https:// URL")
+        if self.prefix and not self.prefix.endswith("/"):
+            raise ValueError("prefix must end with '/'")
+        if (self.access_key_id is None) != (self.secret_access_key is None) and self.type != "LOCAL":
+            raise ValueError("accessKeyId and secretAccessKey go together (or neither, for ambient credentials)")
+        return self
+
+
+@dataclass(frozen=True)
+class Integration:
+    """An integration as the export job uses it: secret decrypted, never serialized."""
+
+    project_id: str
+    type: str
+    bucket_name: str
+    endpoint: str | None
+    region: str
+    access_key_id: str | None
+    secret_access_key: str | None
+    prefix: str
+    export_frequency: str
+    enabled: bool
+    force_path_style: bool
+    file_type: str
+    export_mode: str
+    export_start_date: datetime | None
+    compressed: bool
+    last_sync_at: datetime | None
+    next_sync_at: datetime | None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def response_view(row: BlobStorageIntegration) -> dict[str, Any]:
+    """Langfuse's BlobStorageIntegrationResponse; the secret is never included."""
+    return {
+        "id": row.project_id, "projectId": row.project_id, "type": row.type, "bucketName": row.bucket_name,
+        "endpoint": row.endpoint, "region": row.region, "accessKeyId": row.access_key_id, "prefix": row.prefix,
+        "exportFrequency": row.export_frequency, "enabled": row.enabled, "forcePathStyle": row.force_path_style,
+        "fileType": row.file_type, "exportMode": row.export_mode, "exportStartDate": _iso(row.export_start_date),
+        "compressed": row.compressed, "exportSource": "LEGACY_TRACES_OBSERVATIONS", "exportFieldGroups": None,
+        "nextSyncAt": _iso(row.next_sync_at), "lastSyncAt": _iso(row.last_sync_at), "lastError": row.last_error,
+        "lastErrorAt": _iso(row.last_error_at), "createdAt": _iso(row.created_at), "updatedAt": _iso(row.updated_at),
+    }
+
+
+def status_view(row: BlobStorageIntegration) -> dict[str, Any]:
+    if not row.enabled:
+        status = "disabled"
+    elif row.last_error and (not row.last_sync_at or (row.last_error_at or row.last_sync_at) >= row.last_sync_at):
+        status = "error"
+    elif row.next_sync_at and row.next_sync_at <= datetime.now(UTC):
+        status = "queued"
+    elif row.last_sync_at:
+        status = "up_to_date"
+    else:
+        status = "idle"
+    return {"id": row.project_id, "projectId": row.project_id, "syncStatus": status, "enabled": row.enabled,
+            "lastSyncAt": _iso(row.last_sync_at), "nextSyncAt": _iso(row.next_sync_at),
+            "lastError": row.last_error, "lastErrorAt": _iso(row.last_error_at)}
+
+
+def upsert_integration(metadata: MetadataDB, box: SecretBox, request: IntegrationRequest) -> dict[str, Any]:
+    secret = box.encrypt(request.secret_access_key) if request.secret_access_key else None
+    with metadata.session() as session:
+        row = session.get(BlobStorageIntegration, request.project_id)
+        if row is None:
+            row = BlobStorageIntegration(project_id=request.project_id)
+            session.add(row)
+        for name in ("type", "bucket_name", "endpoint", "region", "access_key_id", "prefix", "export_frequency",
+                     "enabled", "force_path_style", "file_type", "export_mode", "export_start_date", "compressed"):
+            setattr(row, name, getattr(request, name))
+        row.secret_access_key = secret
+        row.updated_at = datetime.now(UTC)
+        session.flush()
+        return response_view(row)
+
+
+def list_integrations(metadata: MetadataDB, project_id: str | None) -> list[BlobStorageIntegration]:
+    with metadata.session() as session:
+        query = select(BlobStorageIntegration).order_by(BlobStorageIntegration.project_id)
+        if project_id is not None:
+            query = query.where(BlobStorageIntegration.project_id == project_id)
+        rows = list(session.execute(query).scalars())
+        session.expunge_all()
+        return rows
+
+
+def delete_integration(metadata: MetadataDB, project_id: str) -> bool:
+    with metadata.session() as session:
+        row = session.get(BlobStorageIntegration, project_id)
+        if row is None:
+            return False
+        session.delete(row)
+        return True
+
+
+def check_secrets_readable(metadata: MetadataDB, box: SecretBox) -> None:
+    """Refuse to start when stored secrets exist but ENCRYPTION_KEY is missing or wrong."""
+    stored = [r for r in list_integrations(metadata, None) if r.secret_access_key]
+    if not stored:
+        return
+    if not box.ready:
+        raise ConfigError(f"ENCRYPTION_KEY is not set but {len(stored)} export integration(s) have stored "
+                          "secrets; set the key they were encrypted with")
+    box.decrypt(stored[0].secret_access_key or "")
