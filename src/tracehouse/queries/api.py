@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -53,6 +53,18 @@ def query_error(exc: ClickHouseError) -> JSONResponse:
 def bad_request(exc: BadParameter) -> JSONResponse:
     return JSONResponse({"message": "Invalid request data", "error": str(exc), "parameter": exc.parameter},
                         status_code=400)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Engine limits and bad parameters answer as JSON from any route, never as a 500 traceback."""
+
+    @app.exception_handler(ClickHouseError)
+    async def _engine(_request: Request, exc: ClickHouseError) -> JSONResponse:
+        return query_error(exc)
+
+    @app.exception_handler(BadParameter)
+    async def _parameter(_request: Request, exc: BadParameter) -> JSONResponse:
+        return bad_request(exc)
 
 
 def not_found(what: str) -> JSONResponse:
@@ -118,26 +130,18 @@ async def list_traces(
     environment: list[str] | None = Query(None),
     fields: str | None = None,
 ) -> JSONResponse:
-    try:
-        paging(page, limit)
-        where = _trace_filter(user_id, name, session_id, version, release, tags, environment, from_timestamp,
-                              to_timestamp)
-        wanted = (set(split_list([fields])) & TRACE_FIELDS) | {"core"} if fields else set(TRACE_FIELDS)
-        data, total = await _service(request).list_traces(auth.project_id, where, _order(order_by), page, limit,
-                                                          wanted)
-    except BadParameter as exc:
-        return bad_request(exc)
-    except ClickHouseError as exc:
-        return query_error(exc)
+    paging(page, limit)
+    where = _trace_filter(user_id, name, session_id, version, release, tags, environment, from_timestamp,
+                          to_timestamp)
+    wanted = (set(split_list([fields])) & TRACE_FIELDS) | {"core"} if fields else set(TRACE_FIELDS)
+    data, total = await _service(request).list_traces(auth.project_id, where, _order(order_by), page, limit,
+                                                      wanted)
     return JSONResponse({"data": data, "meta": meta(page, limit, total)})
 
 
 @router.get("/api/public/traces/{trace_id}")
 async def get_trace(trace_id: str, request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
-    try:
-        trace = await _service(request).get_trace(auth.project_id, trace_id)
-    except ClickHouseError as exc:
-        return query_error(exc)
+    trace = await _service(request).get_trace(auth.project_id, trace_id)
     return JSONResponse(trace) if trace else not_found(f"Trace {trace_id}")
 
 
@@ -147,10 +151,7 @@ class DeleteTraces(BaseModel):
 
 @router.delete("/api/public/traces/{trace_id}")
 async def delete_trace(trace_id: str, request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
-    try:
-        found = await _service(request).delete_traces(auth.project_id, [trace_id])
-    except ClickHouseError as exc:
-        return query_error(exc)
+    found = await _service(request).delete_traces(auth.project_id, [trace_id])
     if not found:
         return not_found(f"Trace {trace_id}")
     return JSONResponse({"message": "Trace deleted successfully"})
@@ -159,10 +160,7 @@ async def delete_trace(trace_id: str, request: Request, auth: ProjectAuth = Depe
 @router.delete("/api/public/traces")
 async def delete_traces(body: DeleteTraces, request: Request,
                         auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
-    try:
-        await _service(request).delete_traces(auth.project_id, body.traceIds)
-    except ClickHouseError as exc:
-        return query_error(exc)
+    await _service(request).delete_traces(auth.project_id, body.traceIds)
     return JSONResponse({"message": "Traces deleted successfully"})
 
 
@@ -183,70 +181,57 @@ async def list_observations(
     to_start_time: datetime | None = Query(None, alias="toStartTime"),
     version: str | None = None,
 ) -> JSONResponse:
-    try:
-        paging(page, limit)
-        where = Filter()
-        if type is not None and type not in OBSERVATION_TYPES:
-            raise BadParameter("type", f"expected one of {', '.join(sorted(OBSERVATION_TYPES))}")
-        if level is not None and level not in LEVELS:
-            raise BadParameter("level", f"expected one of {', '.join(sorted(LEVELS))}")
-        for column, value, key in (("name", name, "name"), ("type", type, "type"), ("trace_id", trace_id, "trace"),
-                                   ("level", level, "level"), ("version", version, "version"),
-                                   ("parent_observation_id", parent_observation_id, "parent"),
-                                   ("t.user_id", user_id, "user")):
-            if value is not None:
-                where.add(f"{column} = {{{key}:String}}", **{key: value})
-        if envs := split_list(environment):
-            where.add("environment IN {envs:Array(String)}", envs=envs)
-        _time_range(where, "start_time", from_start_time, to_start_time, ("fromStartTime", "toStartTime"))
-        data, total = await _service(request).list_observations(auth.project_id, where, page, limit,
-                                                                join_traces=user_id is not None)
-    except BadParameter as exc:
-        return bad_request(exc)
-    except ClickHouseError as exc:
-        return query_error(exc)
+    paging(page, limit)
+    where = Filter()
+    if type is not None and type not in OBSERVATION_TYPES:
+        raise BadParameter("type", f"expected one of {', '.join(sorted(OBSERVATION_TYPES))}")
+    if level is not None and level not in LEVELS:
+        raise BadParameter("level", f"expected one of {', '.join(sorted(LEVELS))}")
+    for column, value, key in (("name", name, "name"), ("type", type, "type"), ("trace_id", trace_id, "trace"),
+                               ("level", level, "level"), ("version", version, "version"),
+                               ("parent_observation_id", parent_observation_id, "parent"),
+                               ("t.user_id", user_id, "user")):
+        if value is not None:
+            where.add(f"{column} = {{{key}:String}}", **{key: value})
+    if envs := split_list(environment):
+        where.add("environment IN {envs:Array(String)}", envs=envs)
+    _time_range(where, "start_time", from_start_time, to_start_time, ("fromStartTime", "toStartTime"))
+    data, total = await _service(request).list_observations(auth.project_id, where, page, limit,
+                                                            join_traces=user_id is not None)
     return JSONResponse({"data": data, "meta": meta(page, limit, total)})
 
 
 @router.get("/api/public/observations/{observation_id}")
 async def get_observation(observation_id: str, request: Request,
                           auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
-    try:
-        observation = await _service(request).get_observation(auth.project_id, observation_id)
-    except ClickHouseError as exc:
-        return query_error(exc)
+    observation = await _service(request).get_observation(auth.project_id, observation_id)
     return JSONResponse(observation) if observation else not_found(f"Observation {observation_id}")
 
 
 async def _scores(request: Request, auth: ProjectAuth, params: dict[str, Any], *, with_trace: bool,
                   trace_only: bool) -> JSONResponse:
     page, limit = params.pop("page"), params.pop("limit")
-    try:
-        paging(page, limit)
-        where = Filter()
-        if trace_only:
-            where.add("trace_id IS NOT NULL")
-        for column, key in (("name", "name"), ("source", "source"), ("data_type", "dataType"),
-                            ("trace_id", "traceId"), ("session_id", "sessionId"), ("config_id", "configId"),
-                            ("queue_id", "queueId"), ("dataset_run_id", "datasetRunId")):
-            if params.get(key) is not None:
-                where.add(f"{column} = {{{key}:String}}", **{key: params[key]})
-        if ids := split_list([params["scoreIds"]] if params.get("scoreIds") else None):
-            where.add("id IN {score_ids:Array(String)}", score_ids=ids)
-        if obs := split_list([params["observationId"]] if params.get("observationId") else None):
-            where.add("observation_id IN {obs_ids:Array(String)}", obs_ids=obs)
-        if envs := split_list(params.get("environment")):
-            where.add("environment IN {envs:Array(String)}", envs=envs)
-        if params.get("userId") is not None:
-            where.add("t.t_user_id = {user:String}", user=params["userId"])
-        _time_range(where, "timestamp", params.get("fromTimestamp"), params.get("toTimestamp"),
-                    ("fromTimestamp", "toTimestamp"))
-        data, total = await _service(request).list_scores(auth.project_id, where, page, limit,
-                                                          with_trace=with_trace or params.get("userId") is not None)
-    except BadParameter as exc:
-        return bad_request(exc)
-    except ClickHouseError as exc:
-        return query_error(exc)
+    paging(page, limit)
+    where = Filter()
+    if trace_only:
+        where.add("trace_id IS NOT NULL")
+    for column, key in (("name", "name"), ("source", "source"), ("data_type", "dataType"),
+                        ("trace_id", "traceId"), ("session_id", "sessionId"), ("config_id", "configId"),
+                        ("queue_id", "queueId"), ("dataset_run_id", "datasetRunId")):
+        if params.get(key) is not None:
+            where.add(f"{column} = {{{key}:String}}", **{key: params[key]})
+    if ids := split_list([params["scoreIds"]] if params.get("scoreIds") else None):
+        where.add("id IN {score_ids:Array(String)}", score_ids=ids)
+    if obs := split_list([params["observationId"]] if params.get("observationId") else None):
+        where.add("observation_id IN {obs_ids:Array(String)}", obs_ids=obs)
+    if envs := split_list(params.get("environment")):
+        where.add("environment IN {envs:Array(String)}", envs=envs)
+    if params.get("userId") is not None:
+        where.add("t.t_user_id = {user:String}", user=params["userId"])
+    _time_range(where, "timestamp", params.get("fromTimestamp"), params.get("toTimestamp"),
+                ("fromTimestamp", "toTimestamp"))
+    data, total = await _service(request).list_scores(auth.project_id, where, page, limit,
+                                                      with_trace=with_trace or params.get("userId") is not None)
     return JSONResponse({"data": data, "meta": meta(page, limit, total)})
 
 
@@ -296,25 +281,17 @@ async def list_sessions(
     to_timestamp: datetime | None = Query(None, alias="toTimestamp"),
     environment: list[str] | None = Query(None),
 ) -> JSONResponse:
-    try:
-        paging(page, limit)
-        where = Filter()
-        _time_range(where, "created_at", from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp"))
-        data, total = await _service(request).list_sessions(auth.project_id, where, page, limit,
-                                                            split_list(environment))
-    except BadParameter as exc:
-        return bad_request(exc)
-    except ClickHouseError as exc:
-        return query_error(exc)
+    paging(page, limit)
+    where = Filter()
+    _time_range(where, "created_at", from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp"))
+    data, total = await _service(request).list_sessions(auth.project_id, where, page, limit,
+                                                        split_list(environment))
     return JSONResponse({"data": data, "meta": meta(page, limit, total)})
 
 
 @router.get("/api/public/sessions/{session_id}")
 async def get_session(session_id: str, request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
-    try:
-        session = await _service(request).get_session(auth.project_id, session_id)
-    except ClickHouseError as exc:
-        return query_error(exc)
+    session = await _service(request).get_session(auth.project_id, session_id)
     return JSONResponse(session) if session else not_found(f"Session {session_id}")
 
 
@@ -347,31 +324,26 @@ async def list_observations_v2(
     to_start_time: datetime | None = Query(None, alias="toStartTime"),
     version: str | None = None,
 ) -> JSONResponse:
-    try:
-        if not 1 <= limit <= 1000:
-            raise BadParameter("limit", "must be between 1 and 1000")
-        groups = ({"core", *split_list([fields])} if fields else {"core", "basic"})
-        if unknown := groups - OBSERVATION_GROUPS:
-            raise BadParameter("fields", f"unknown group(s) {', '.join(sorted(unknown))}")
-        where = Filter()
-        if type is not None and type not in OBSERVATION_TYPES:
-            raise BadParameter("type", f"expected one of {', '.join(sorted(OBSERVATION_TYPES))}")
-        for column, value, key in (("name", name, "name"), ("type", type, "type"), ("trace_id", trace_id, "trace"),
-                                   ("level", level, "level"), ("version", version, "version"),
-                                   ("parent_observation_id", parent_observation_id, "parent")):
-            if value is not None:
-                where.add(f"{column} = {{{key}:String}}", **{key: value})
-        if is_root_observation is not None:
-            where.add("parent_observation_id IS NULL" if is_root_observation else "parent_observation_id IS NOT NULL")
-        if envs := split_list(environment):
-            where.add("environment IN {envs:Array(String)}", envs=envs)
-        _time_range(where, "start_time", from_start_time, to_start_time, ("fromStartTime", "toStartTime"))
-        rows, next_cursor = await cursor_page(_service(request), "observations", "start_time", auth.project_id,
-                                              where, limit, cursor)
-    except BadParameter as exc:
-        return bad_request(exc)
-    except ClickHouseError as exc:
-        return query_error(exc)
+    if not 1 <= limit <= 1000:
+        raise BadParameter("limit", "must be between 1 and 1000")
+    groups = ({"core", *split_list([fields])} if fields else {"core", "basic"})
+    if unknown := groups - OBSERVATION_GROUPS:
+        raise BadParameter("fields", f"unknown group(s) {', '.join(sorted(unknown))}")
+    where = Filter()
+    if type is not None and type not in OBSERVATION_TYPES:
+        raise BadParameter("type", f"expected one of {', '.join(sorted(OBSERVATION_TYPES))}")
+    for column, value, key in (("name", name, "name"), ("type", type, "type"), ("trace_id", trace_id, "trace"),
+                               ("level", level, "level"), ("version", version, "version"),
+                               ("parent_observation_id", parent_observation_id, "parent")):
+        if value is not None:
+            where.add(f"{column} = {{{key}:String}}", **{key: value})
+    if is_root_observation is not None:
+        where.add("parent_observation_id IS NULL" if is_root_observation else "parent_observation_id IS NOT NULL")
+    if envs := split_list(environment):
+        where.add("environment IN {envs:Array(String)}", envs=envs)
+    _time_range(where, "start_time", from_start_time, to_start_time, ("fromStartTime", "toStartTime"))
+    rows, next_cursor = await cursor_page(_service(request), "observations", "start_time", auth.project_id,
+                                          where, limit, cursor)
     body: dict[str, Any] = {"data": [observation_v2_view(r, groups) for r in rows], "meta": {}}
     if next_cursor:
         body["meta"]["cursor"] = next_cursor
@@ -395,23 +367,18 @@ async def list_scores_v3(
     from_timestamp: datetime | None = Query(None, alias="fromTimestamp"),
     to_timestamp: datetime | None = Query(None, alias="toTimestamp"),
 ) -> JSONResponse:
-    try:
-        if not 1 <= limit <= 1000:
-            raise BadParameter("limit", "must be between 1 and 1000")
-        where = Filter()
-        for column, value, key in (("id", id, "id"), ("name", name, "name"), ("source", source, "source"),
-                                   ("data_type", data_type, "kind"), ("environment", environment, "env"),
-                                   ("trace_id", trace_id, "trace"), ("session_id", session_id, "session"),
-                                   ("observation_id", observation_id, "obs")):
-            if values := split_list([value] if value else None):
-                where.add(f"{column} IN {{{key}:Array(String)}}", **{key: values})
-        _time_range(where, "timestamp", from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp"))
-        rows, next_cursor = await cursor_page(_service(request), "scores", "timestamp", auth.project_id, where,
-                                              limit, cursor)
-    except BadParameter as exc:
-        return bad_request(exc)
-    except ClickHouseError as exc:
-        return query_error(exc)
+    if not 1 <= limit <= 1000:
+        raise BadParameter("limit", "must be between 1 and 1000")
+    where = Filter()
+    for column, value, key in (("id", id, "id"), ("name", name, "name"), ("source", source, "source"),
+                               ("data_type", data_type, "kind"), ("environment", environment, "env"),
+                               ("trace_id", trace_id, "trace"), ("session_id", session_id, "session"),
+                               ("observation_id", observation_id, "obs")):
+        if values := split_list([value] if value else None):
+            where.add(f"{column} IN {{{key}:Array(String)}}", **{key: values})
+    _time_range(where, "timestamp", from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp"))
+    rows, next_cursor = await cursor_page(_service(request), "scores", "timestamp", auth.project_id, where,
+                                          limit, cursor)
     meta_body: dict[str, Any] = {"limit": limit}
     if next_cursor:
         meta_body["cursor"] = next_cursor

@@ -73,6 +73,7 @@ def create_app(
     app.include_router(usage_api.router)
     app.include_router(ingestion_api.router)
     app.include_router(queries_api.router)
+    queries_api.install_error_handlers(app)
     app.include_router(export_api.router)
     return app
 
