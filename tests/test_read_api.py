@@ -197,6 +197,9 @@ async def test_delete_removes_trace_observations_and_scores(loaded, services):
     assert empty.status_code == 422
     remaining = [d["id"] for d in (await _get(app, headers, "/api/public/traces")).json()["data"]]
     assert remaining == ["tr-4", "tr-3"]
+    gone = (await _get(app, headers, "/api/public/observations", traceId="tr-0")).json()
+    assert gone["data"] == [] and gone["meta"]["totalItems"] == 0
+    assert (await _get(app, headers, "/api/public/observations/gen-1")).status_code == 404
     assert {r["trace_id"] for r in await rows_of(services, "observations", project_id)} == {"tr-3", "tr-4"}
     assert {r["trace_id"] for r in await rows_of(services, "scores", project_id)} == {"tr-3", "tr-4"}
     # Deletes are new versions (tombstones), so an export sees them.

@@ -197,7 +197,7 @@ async def list_observations(
         where.add("environment IN {envs:Array(String)}", envs=envs)
     _time_range(where, "start_time", from_start_time, to_start_time, ("fromStartTime", "toStartTime"))
     data, total = await _service(request).list_observations(auth.project_id, where, page, limit,
-                                                            join_traces=user_id is not None)
+                                                            join_traces=user_id is not None, trace_id=trace_id)
     return JSONResponse({"data": data, "meta": meta(page, limit, total)})
 
 

@@ -177,12 +177,17 @@ class ReadService:
 
     # --- observations ---------------------------------------------------------------------
     async def list_observations(self, project_id: str, where: Filter, page: int, limit: int,
-                                join_traces: bool) -> tuple[list[dict[str, Any]], int]:
+                                join_traces: bool, trace_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
         params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
         source = "observations FINAL"
+        if trace_id is not None:
+            # One trace: take its rows' newest versions through the trace_id index (trace_id never
+            # changes, so this is exact), then apply the other filters to those versions.
+            params["only_trace"] = trace_id
+            source = f"({_newest('observations', 'trace_id = {only_trace:String}')}) AS observations"
         if join_traces:  # userId lives on the trace
-            source = ("observations FINAL INNER JOIN (SELECT id AS t_id, user_id FROM traces FINAL "
-                      "WHERE project_id = {p:String}) AS t ON t.t_id = observations.trace_id")
+            source += (" INNER JOIN (SELECT id AS t_id, user_id FROM traces FINAL "
+                       "WHERE project_id = {p:String}) AS t ON t.t_id = observations.trace_id")
         base = f"FROM {source} WHERE project_id = {{p:String}} AND {where.sql}"
         rows = await self.query(
             f"SELECT observations.* {base} ORDER BY start_time DESC, id {PAGE}", params)
