@@ -99,7 +99,10 @@ class ReadService:
         self._ch = clickhouse
 
     async def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return await self._ch.query(sql, params, workload=Workload.INTERACTIVE)
+        # Versions of a row never cross partitions (traces, observations and scores are partitioned by
+        # their immutable time column), so FINAL may merge each partition on its own, in parallel.
+        return await self._ch.query(sql, params, workload=Workload.INTERACTIVE,
+                                    settings={"do_not_merge_across_partitions_select_final": 1})
 
     # --- traces ----------------------------------------------------------------------------
     async def list_traces(self, project_id: str, where: Filter, order: str, page: int, limit: int,
