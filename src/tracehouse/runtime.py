@@ -98,7 +98,7 @@ async def open_services(settings: Settings) -> Services:
     log.info(
         "services_opened",
         clickhouse=clickhouse.target,
-        metadata=_mask(settings.metadata_url),
+        metadata=metadata.display_url,
         redis=describe_redis(redis_url),
         blob_store=blobs.config.describe(),
     )
@@ -133,12 +133,3 @@ def _check_export_secrets(metadata: MetadataDB, settings: Settings) -> None:
     if "blob_storage_integrations" not in inspect(metadata.engine).get_table_names():
         return  # not migrated yet
     check_secrets_readable(metadata, SecretBox(settings.encryption_key))
-
-
-def _mask(url: str) -> str:
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"

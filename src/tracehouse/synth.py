@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import orjson
 
+from tracehouse.timefmt import api_time
+
 MODELS = [("gpt-4o-mini", 0.15e-6, 0.6e-6), ("gpt-4o", 2.5e-6, 10e-6), ("claude-sonnet", 3e-6, 15e-6)]
 ENVIRONMENTS = ["production", "staging", "dev"]
 TOOLS = ["search", "calculator", "crm_lookup", "weather"]
@@ -66,10 +68,6 @@ def _text(rng: random.Random, size: int) -> str:
     return " ".join(words)[:size]
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def trace_events(rng: random.Random, config: SynthConfig, now: datetime) -> list[dict[str, Any]]:
     """One trace's events: trace, nested spans/generations (create + update), a score."""
     trace_id = str(uuid.UUID(int=rng.getrandbits(128)))
@@ -78,17 +76,18 @@ def trace_events(rng: random.Random, config: SynthConfig, now: datetime) -> list
     half = max(1, config.payload_bytes // 2)
 
     def envelope(kind: str, body: dict[str, Any], at: datetime) -> dict[str, Any]:
-        return {"id": str(uuid.UUID(int=rng.getrandbits(128))), "timestamp": _iso(at), "type": kind, "body": body}
+        return {"id": str(uuid.UUID(int=rng.getrandbits(128))), "timestamp": api_time(at), "type": kind, "body": body}
 
     events = [envelope("trace-create", {
-        "id": trace_id, "name": rng.choice(["chat", "rag-answer", "agent-run", "summarize"]), "timestamp": _iso(start),
+        "id": trace_id, "name": rng.choice(["chat", "rag-answer", "agent-run", "summarize"]),
+        "timestamp": api_time(start),
         "userId": f"user-{rng.randrange(config.users)}", "sessionId": f"session-{rng.randrange(config.sessions)}",
         "environment": env, "tags": rng.sample(["beta", "mobile", "web", "eu", "us"], 2),
         "metadata": {"plan": rng.choice(["free", "pro", "team"]), "region": rng.choice(["eu", "us"])},
         "input": {"question": _text(rng, half)}, "release": "1.4.2", "version": "v3"}, start)]
     root_id = str(uuid.UUID(int=rng.getrandbits(128)))
     events.append(envelope("span-create", {"id": root_id, "traceId": trace_id, "name": "handle", "environment": env,
-                                           "startTime": _iso(start)}, start))
+                                           "startTime": api_time(start)}, start))
     cursor = start
     for i in range(max(0, config.spans_per_trace - 1)):
         obs_id = str(uuid.UUID(int=rng.getrandbits(128)))
@@ -99,11 +98,11 @@ def trace_events(rng: random.Random, config: SynthConfig, now: datetime) -> list
             tokens_in, tokens_out = rng.randint(50, 2000), rng.randint(10, 600)
             events.append(envelope("generation-create", {
                 "id": obs_id, "traceId": trace_id, "parentObservationId": root_id, "name": f"llm-{i}",
-                "environment": env, "startTime": _iso(begin), "model": model,
+                "environment": env, "startTime": api_time(begin), "model": model,
                 "modelParameters": {"temperature": round(rng.random(), 2)},
                 "input": [{"role": "user", "content": _text(rng, half)}]}, begin))
             events.append(envelope("generation-update", {
-                "id": obs_id, "traceId": trace_id, "endTime": _iso(end), "completionStartTime": _iso(begin),
+                "id": obs_id, "traceId": trace_id, "endTime": api_time(end), "completionStartTime": api_time(begin),
                 "output": {"role": "assistant", "content": _text(rng, half)},
                 "usageDetails": {"input": tokens_in, "output": tokens_out},
                 "costDetails": {"input": tokens_in * price_in, "output": tokens_out * price_out}}, end))
@@ -111,10 +110,10 @@ def trace_events(rng: random.Random, config: SynthConfig, now: datetime) -> list
             kind = rng.choice(["tool", "retriever"])
             events.append(envelope(f"{kind}-create", {
                 "id": obs_id, "traceId": trace_id, "parentObservationId": root_id, "environment": env,
-                "name": rng.choice(TOOLS), "startTime": _iso(begin), "endTime": _iso(end),
+                "name": rng.choice(TOOLS), "startTime": api_time(begin), "endTime": api_time(end),
                 "input": {"query": _text(rng, half // 2)}, "output": {"result": _text(rng, half // 2)}}, begin))
         cursor = end
-    events.append(envelope("span-update", {"id": root_id, "traceId": trace_id, "endTime": _iso(cursor),
+    events.append(envelope("span-update", {"id": root_id, "traceId": trace_id, "endTime": api_time(cursor),
                                            "output": {"status": "ok"}}, cursor))
     events.append(envelope("trace-create", {"id": trace_id, "output": {"answer": _text(rng, half)}}, cursor))
     events.append(envelope("score-create", {"id": str(uuid.UUID(int=rng.getrandbits(128))), "traceId": trace_id,

@@ -17,6 +17,7 @@ from tracehouse.errors import ConfigError
 from tracehouse.export.crypto import SecretBox
 from tracehouse.metadata import MetadataDB
 from tracehouse.metadata.models import BlobStorageIntegration
+from tracehouse.timefmt import api_time
 
 # Export cadence. `every_20_minutes` is accepted because the current SDK's enum has it.
 FREQUENCIES: dict[str, timedelta] = {
@@ -91,20 +92,17 @@ class Integration:
     next_sync_at: datetime | None
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
 def response_view(row: BlobStorageIntegration) -> dict[str, Any]:
     """Langfuse's BlobStorageIntegrationResponse; the secret is never included."""
     return {
         "id": row.project_id, "projectId": row.project_id, "type": row.type, "bucketName": row.bucket_name,
         "endpoint": row.endpoint, "region": row.region, "accessKeyId": row.access_key_id, "prefix": row.prefix,
         "exportFrequency": row.export_frequency, "enabled": row.enabled, "forcePathStyle": row.force_path_style,
-        "fileType": row.file_type, "exportMode": row.export_mode, "exportStartDate": _iso(row.export_start_date),
+        "fileType": row.file_type, "exportMode": row.export_mode, "exportStartDate": api_time(row.export_start_date),
         "compressed": row.compressed, "exportSource": "LEGACY_TRACES_OBSERVATIONS", "exportFieldGroups": None,
-        "nextSyncAt": _iso(row.next_sync_at), "lastSyncAt": _iso(row.last_sync_at), "lastError": row.last_error,
-        "lastErrorAt": _iso(row.last_error_at), "createdAt": _iso(row.created_at), "updatedAt": _iso(row.updated_at),
+        "nextSyncAt": api_time(row.next_sync_at), "lastSyncAt": api_time(row.last_sync_at),
+        "lastError": row.last_error, "lastErrorAt": api_time(row.last_error_at),
+        "createdAt": api_time(row.created_at), "updatedAt": api_time(row.updated_at),
     }
 
 
@@ -120,8 +118,8 @@ def status_view(row: BlobStorageIntegration) -> dict[str, Any]:
     else:
         status = "idle"
     return {"id": row.project_id, "projectId": row.project_id, "syncStatus": status, "enabled": row.enabled,
-            "lastSyncAt": _iso(row.last_sync_at), "nextSyncAt": _iso(row.next_sync_at),
-            "lastError": row.last_error, "lastErrorAt": _iso(row.last_error_at)}
+            "lastSyncAt": api_time(row.last_sync_at), "nextSyncAt": api_time(row.next_sync_at),
+            "lastError": row.last_error, "lastErrorAt": api_time(row.last_error_at)}
 
 
 def upsert_integration(metadata: MetadataDB, box: SecretBox, request: IntegrationRequest) -> dict[str, Any]:

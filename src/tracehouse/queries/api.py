@@ -19,7 +19,6 @@ from tracehouse.queries.service import (
     BadParameter,
     Filter,
     ReadService,
-    ch_time,
     cursor_page,
     meta,
     observation_v2_view,
@@ -27,6 +26,7 @@ from tracehouse.queries.service import (
     score_v3_view,
     split_list,
 )
+from tracehouse.timefmt import ch_time
 from tracehouse.web.auth import ProjectAuth, require_project
 
 router = APIRouter(tags=["read"])

@@ -13,11 +13,12 @@ import base64
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from tracehouse.clickhouse import ClickHouse, Workload
+from tracehouse.timefmt import api_time, ch_time
 
 TRACE_ORDER_COLUMNS = {"id": "id", "timestamp": "timestamp", "name": "name", "userId": "user_id",
                        "release": "release", "version": "version", "public": "public", "bookmarked": "bookmarked",
@@ -30,15 +31,6 @@ class BadParameter(ValueError):
     def __init__(self, parameter: str, message: str) -> None:
         super().__init__(f"{parameter}: {message}")
         self.parameter = parameter
-
-
-def iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        value = value.astimezone(UTC)
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    return str(value)
 
 
 def parse_json(value: Any) -> Any:
@@ -71,10 +63,6 @@ class Filter:
     @property
     def sql(self) -> str:
         return " AND ".join(self.clauses) if self.clauses else "1"
-
-
-def ch_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def paging(page: int, limit: int, *, max_limit: int = 100) -> tuple[int, int]:
@@ -164,13 +152,13 @@ class ReadService:
         io = "io" in fields
         metrics = "metrics" in fields
         return {
-            "id": row["id"], "externalId": None, "timestamp": iso(row["timestamp"]), "name": row["name"] or None,
+            "id": row["id"], "externalId": None, "timestamp": api_time(row["timestamp"]), "name": row["name"] or None,
             "userId": row["user_id"], "release": row["release"], "version": row["version"],
             "projectId": row["project_id"], "environment": row["environment"], "public": bool(row["public"]),
             "bookmarked": bool(row["bookmarked"]), "tags": list(row["tags"]), "sessionId": row["session_id"],
             "metadata": {k: parse_json(v) for k, v in row["metadata"]} if io else None,
             "input": parse_json(row["input"]) if io else None, "output": parse_json(row["output"]) if io else None,
-            "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"]),
+            "createdAt": api_time(row["created_at"]), "updatedAt": api_time(row["updated_at"]),
             "observations": details.get("observations", []) if "observations" in fields else [],
             "scores": details.get("scores", []) if "scores" in fields else [],
             "latency": details.get("latency", 0.0) if metrics else -1,
@@ -241,7 +229,7 @@ class ReadService:
         rows = await self.query(
             f"SELECT * {base} ORDER BY created_at DESC, id {PAGE}", params)
         total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
-        return [{"id": r["id"], "createdAt": iso(r["created_at"]), "projectId": project_id,
+        return [{"id": r["id"], "createdAt": api_time(r["created_at"]), "projectId": project_id,
                  "environment": r["session_env"]} for r in rows], int(total)
 
     async def get_session(self, project_id: str, session_id: str) -> dict[str, Any] | None:
@@ -251,7 +239,7 @@ class ReadService:
         if not rows:
             return None
         details = await self._trace_details(project_id, [r["id"] for r in rows], TRACE_FIELDS)
-        return {"id": session_id, "createdAt": iso(rows[0]["timestamp"]), "projectId": project_id,
+        return {"id": session_id, "createdAt": api_time(rows[0]["timestamp"]), "projectId": project_id,
                 "environment": rows[0]["environment"],
                 "traces": [self.trace_view(r, details.get(r["id"], {}), TRACE_FIELDS) for r in rows]}
 
@@ -298,13 +286,14 @@ def observation_view(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"], "projectId": row["project_id"], "traceId": row["trace_id"],
         "parentObservationId": row["parent_observation_id"], "name": row["name"] or None, "type": row["type"],
-        "environment": row["environment"], "startTime": iso(start), "endTime": iso(end), "version": row["version"],
-        "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"]),
+        "environment": row["environment"], "startTime": api_time(start), "endTime": api_time(end),
+        "version": row["version"],
+        "createdAt": api_time(row["created_at"]), "updatedAt": api_time(row["updated_at"]),
         "input": parse_json(row["input"]), "output": parse_json(row["output"]),
         "metadata": {k: parse_json(v) for k, v in row["metadata"]}, "level": row["level"],
         "statusMessage": row["status_message"], "model": row["provided_model_name"],
         "modelParameters": parse_json(row["model_parameters"]) or {},
-        "completionStartTime": iso(first_token), "promptId": row["prompt_id"], "promptName": row["prompt_name"],
+        "completionStartTime": api_time(first_token), "promptId": row["prompt_id"], "promptName": row["prompt_name"],
         "promptVersion": row["prompt_version"], "usageDetails": usage, "costDetails": costs,
         "usage": {"unit": "TOKENS", "input": int(_sum_keys(usage, "input")), "output": int(_sum_keys(usage, "output")),
                   "total": usage.get("total", 0)},
@@ -326,7 +315,8 @@ def score_view(row: dict[str, Any]) -> dict[str, Any]:
         "value": row["value"], "source": row["source"], "authorUserId": row["author_user_id"],
         "comment": row["comment"], "metadata": {k: parse_json(v) for k, v in row["metadata"]},
         "configId": row["config_id"], "queueId": row["queue_id"], "executionTraceId": row["execution_trace_id"],
-        "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"]), "timestamp": iso(row["timestamp"]),
+        "createdAt": api_time(row["created_at"]), "updatedAt": api_time(row["updated_at"]),
+        "timestamp": api_time(row["timestamp"]),
         "traceId": row["trace_id"], "observationId": row["observation_id"], "sessionId": row["session_id"],
         "datasetRunId": row["dataset_run_id"], "dataType": row["data_type"], "stringValue": row["string_value"],
     }
@@ -400,8 +390,9 @@ def score_v3_view(row: dict[str, Any]) -> dict[str, Any]:
         subject = None
     return {
         "id": row["id"], "projectId": row["project_id"], "name": row["name"], "source": row["source"],
-        "timestamp": iso(row["timestamp"]), "environment": row["environment"], "createdAt": iso(row["created_at"]),
-        "updatedAt": iso(row["updated_at"]), "comment": row["comment"], "configId": row["config_id"],
+        "timestamp": api_time(row["timestamp"]), "environment": row["environment"],
+        "createdAt": api_time(row["created_at"]),
+        "updatedAt": api_time(row["updated_at"]), "comment": row["comment"], "configId": row["config_id"],
         "metadata": {k: parse_json(v) for k, v in row["metadata"]}, "authorUserId": row["author_user_id"],
         "queueId": row["queue_id"], "dataType": kind, "value": value, "subject": subject,
     }

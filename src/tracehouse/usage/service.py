@@ -17,6 +17,7 @@ from tracehouse.clickhouse import ClickHouse, Workload
 from tracehouse.cron import CronSpec
 from tracehouse.metadata import MetadataDB
 from tracehouse.metadata.models import UsageHourly
+from tracehouse.timefmt import ch_time
 
 USAGE_CRON = "usage-metering"
 USAGE_QUEUE = "cloud-usage-metering-queue"
@@ -39,14 +40,10 @@ class HourUsage:
     scores: int
 
 
-def _ch_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
 async def count_created(clickhouse: ClickHouse, start: datetime, end: datetime) -> dict[str, dict[str, int]]:
     """project -> {kind: count} for rows created in [start, end)."""
     rows = await clickhouse.query(
-        _COUNT_SQL, {"start": _ch_time(start), "end": _ch_time(end)},
+        _COUNT_SQL, {"start": ch_time(start), "end": ch_time(end)},
         # Background bookkeeping: the ingestion class, never the interactive one users wait on.
         workload=Workload.INGESTION,
     )
