@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from tracehouse.clickhouse import ClickHouse, migrate_clickhouse
 from tracehouse.logging import configure_logging
@@ -148,3 +151,42 @@ def project(services: Any) -> tuple[str, dict[str, str]]:
     token = base64.b64encode(f"{key.public_key}:{key.secret_key}".encode()).decode()
     return created.id, {"Authorization": f"Basic {token}", "x-langfuse-sdk-name": "python",
                         "x_langfuse_sdk_version": "2.60.10"}
+
+
+# --- moto S3 server on loopback (shared by blob and export tests) ---------------------------
+ACCESS_KEY = "testing-key"
+SECRET_KEY = "testing-secret-value"
+REGION = "us-east-1"
+
+ACCESS_KEY = "testing-key"
+SECRET_KEY = "testing-secret-value"
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(moto_endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> str:
+    name = f"th-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    return name

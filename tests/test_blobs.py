@@ -6,56 +6,22 @@ import asyncio
 import os
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
+from conftest import ACCESS_KEY, REGION, SECRET_KEY
 from tracehouse.blobs import BlobNotFound, BlobStore, BlobStoreConfig, SigningUnsupported
 from tracehouse.errors import ConfigError, DependencyUnavailable
 from tracehouse.settings import BlobBackend, Settings
 
 MiB = 1024 * 1024
-ACCESS_KEY = "testing-key"
-SECRET_KEY = "testing-secret-value"
-REGION = "us-east-1"
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def s3_client(moto_endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    )
-
-
-@pytest.fixture
-def bucket(s3_client: Any) -> str:
-    name = f"th-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
 
 
 def s3_config(endpoint: str, bucket: str, **changes: Any) -> BlobStoreConfig:

@@ -426,7 +426,7 @@ def integrations_set(
     project: Annotated[str, typer.Option(help="Project id.")],
     type_: Annotated[str, typer.Option("--type", help="S3, S3_COMPATIBLE, GOOGLE_CLOUD_STORAGE, "
                                                       "AZURE_BLOB_STORAGE or LOCAL.")],
-    bucket: Annotated[str, typer.Option(help="Bucket / container (LOCAL: a folder path).")],
+    bucket: Annotated[str, typer.Option(help="Bucket / container (LOCAL: a folder under <data dir>/exports).")],
     region: Annotated[str, typer.Option(help="Region.")] = "auto",
     endpoint: Annotated[str | None, typer.Option(help="Custom endpoint (S3-compatible).")] = None,
     access_key_id: Annotated[str | None, typer.Option(help="Access key id.")] = None,
@@ -488,6 +488,85 @@ def integrations_delete(project: Annotated[str, typer.Option(help="Project id.")
         typer.echo(f"error: no export integration for project {project!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"deleted export integration of {project}")
+
+
+@export_app.command("status")
+def export_status(project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+                  json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Export progress per project: exported-until watermark, lag, last job, last error, next run."""
+    import json as _json
+    from datetime import UTC
+
+    from tracehouse.export.integrations import list_integrations, progress_view
+
+    settings = _settings()
+    now = datetime.now(UTC)
+    views = [progress_view(r, now) for r in _guard(lambda: list_integrations(_metadata(settings), project))]
+    if json_:
+        typer.echo(_json.dumps({"data": views}, indent=2))
+        return
+    if not views:
+        typer.echo("no export integrations" + (f" for project {project!r}" if project else ""))
+    for v in views:
+        job = v["lastJob"]
+        typer.echo(f"{v['projectId']}: {v['syncStatus']}; exported until {v['exportedUntil'] or '-'} "
+                   f"(lag {v['lagMinutes'] if v['lagMinutes'] is not None else '-'} min); last job "
+                   f"{job['durationMs'] if job['durationMs'] is not None else '-'} ms, {job['rows'] or 0} rows, "
+                   f"{job['files'] or 0} files; next run {v['nextRunAt'] or '-'}"
+                   + (f"; last error: {v['lastError']}" if v["lastError"] else ""))
+
+
+@export_app.command("verify")
+def export_verify(
+    project: Annotated[str, typer.Option(help="Project id.")],
+    from_: Annotated[datetime | None, typer.Option("--from", help="Only windows ending after this (UTC).")] = None,
+    to: Annotated[datetime | None, typer.Option(help="Only windows starting before this (UTC).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Reconcile the project's manifested export files against ClickHouse; exit 1 on any mismatch."""
+    import json as _json
+    from datetime import UTC
+
+    from tracehouse.clickhouse import ClickHouse
+    from tracehouse.export.crypto import SecretBox
+    from tracehouse.export.destination import destination_store
+    from tracehouse.export.state import load_integration
+    from tracehouse.export.verify import verify_export
+
+    settings = _settings()
+    integration = _guard(lambda: load_integration(_metadata(settings), SecretBox(settings.encryption_key), project))
+    if integration is None:
+        typer.echo(f"error: no export integration for project {project!r}", err=True)
+        raise typer.Exit(1)
+
+    async def go() -> Any:
+        clickhouse = await asyncio.to_thread(ClickHouse.from_settings, settings)
+        try:
+            return await verify_export(clickhouse, destination_store(integration, settings.data_dir), project,
+                                       start=from_.replace(tzinfo=UTC) if from_ else None,
+                                       end=to.replace(tzinfo=UTC) if to else None)
+        finally:
+            clickhouse.close()
+
+    report = _run(go)
+    if json_:
+        typer.echo(_json.dumps(report.as_json(), indent=2))
+    else:
+        covered = report.covered.as_json() if report.covered else None
+        typer.echo(f"{project}: {report.windows} windows"
+                   + (f" covering {covered['start']} .. {covered['end']}" if covered else ""))
+        for name, t in report.tables.items():
+            typer.echo(f"  {name}: {t.current_rows} current rows, {t.exported_rows} exported, "
+                       f"{len(t.missing)} missing, {len(t.duplicated)} duplicated"
+                       + (f" (missing e.g. {', '.join(t.missing[:5])})" if t.missing else "")
+                       + (f" (duplicated e.g. {', '.join(t.duplicated[:5])})" if t.duplicated else ""))
+        for gap in report.gaps:
+            typer.echo(f"  gap: {gap}")
+        for bad in report.bad_files:
+            typer.echo(f"  bad file: {bad}")
+        typer.echo("OK" if report.ok else "MISMATCH")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command("usage")

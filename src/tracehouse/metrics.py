@@ -62,6 +62,26 @@ class Metrics:
             "ingestion_queue_lag_seconds", "From HTTP accept to rows verified in ClickHouse", registry=self.registry,
             buckets=JOB_BUCKETS,
         )
+        ms_buckets = (10, 50, 100, 500, 1_000, 5_000, 15_000, 60_000, 300_000, 900_000, 3_600_000)
+        self.blob_export_table_duration = Histogram(
+            "blob_export_table_duration_ms", "Export of one table for one window (incl. splits)", ["table"],
+            registry=self.registry, buckets=ms_buckets,
+        )
+        self.blob_export_job_duration = Histogram(
+            "blob_export_job_duration_ms", "Export job run time, by mode (catchup or steady)", ["mode"],
+            registry=self.registry, buckets=ms_buckets,
+        )
+        self.blob_export_rows = Counter(
+            "blob_export_rows_total", "Rows written to export files", ["table"], registry=self.registry
+        )
+        self.blob_export_lag = Gauge(
+            "blob_export_lag_seconds", "How far a project's export watermark trails now", ["project"],
+            registry=self.registry,
+        )
+        self.blob_export_splits = Counter(
+            "blob_export_split_count", "Export windows split in half after an error", ["table", "errorType"],
+            registry=self.registry,
+        )
         self._otel_jobs = meter.create_counter("queue_jobs_total", description="Jobs finished, by outcome")
         self._otel_duration = meter.create_histogram("queue_job_duration_seconds", unit="s",
                                                      description="Job run time")

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tracehouse.errors import ConfigError
@@ -141,6 +141,23 @@ class Settings(BaseSettings):
 
     # --- export ----------------------------------------------------------------------------------
     encryption_key: str | None = Field(None, validation_alias=_env("ENCRYPTION_KEY"))
+    # Behind schedule, exports advance in chunks of at most this much (0 = whole periods).
+    export_catchup_interval_ms: int = Field(
+        900_000, ge=0, validation_alias=_env("LANGFUSE_BLOB_STORAGE_EXPORT_CATCHUP_INTERVAL_MS")
+    )
+    export_trace_only_project_ids: str = Field(
+        "", validation_alias=_env("LANGFUSE_BLOB_STORAGE_EXPORT_TRACE_ONLY_PROJECT_IDS")
+    )
+    # Windows are keyed to event_ts (when a row was written) and end at least this far behind now:
+    # every row stamped before then is visible, so no later insert can land in an exported window.
+    export_safety_lag_ms: int = Field(300_000, gt=0, validation_alias=_env("TRACEHOUSE_EXPORT_SAFETY_LAG_MS"))
+    # A table export that fails on a window longer than this is retried as two halves.
+    export_min_window_ms: int = Field(60_000, gt=0, validation_alias=_env("TRACEHOUSE_EXPORT_MIN_WINDOW_MS"))
+    export_schedule_interval_s: int = Field(60, gt=0, validation_alias=_env("TRACEHOUSE_EXPORT_SCHEDULE_INTERVAL_S"))
+
+    @property
+    def trace_only_projects(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.export_trace_only_project_ids.split(",") if p.strip())
 
     # --- headless first start (Langfuse's LANGFUSE_INIT_*) -----------------------------------
     init_project_id: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_ID"))
@@ -203,6 +220,16 @@ class Settings(BaseSettings):
             raise ValueError("expected debug, info, warning or error")
         return value
 
+    @model_validator(mode="after")
+    def _export_lag_covers_writes(self) -> Settings:
+        # A row becomes visible at most one insert timeout after its event_ts stamp; a shorter lag
+        # could export a window before all of its rows are visible, and they would never be exported.
+        if self.export_safety_lag_ms < self.ingestion_timeout_ms:
+            raise ValueError(
+                f"TRACEHOUSE_EXPORT_SAFETY_LAG_MS ({self.export_safety_lag_ms}) must be at least "
+                f"TRACEHOUSE_CLICKHOUSE_INGESTION_TIMEOUT_MS ({self.ingestion_timeout_ms})")
+        return self
+
     # --- derived -------------------------------------------------------------------------------
     @property
     def embedded_clickhouse(self) -> bool:
@@ -246,9 +273,11 @@ def _env_name(field: str) -> str:
 
 
 def _describe(error: Any) -> str:
-    field = str(error["loc"][0]) if error.get("loc") else "?"
     message = str(error.get("msg", "invalid"))
     message = message.removeprefix("Value error, ")
+    if not error.get("loc"):  # a rule across several variables names them itself
+        return message
+    field = str(error["loc"][0])
     given = error.get("input")
     if given is None or isinstance(given, dict):
         return f"{_env_name(field)} is invalid: {message}"

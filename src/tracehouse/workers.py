@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from tracehouse.cron import CronSpec, cron_processor, register_schedules
+from tracehouse.export.crypto import SecretBox
+from tracehouse.export.service import ExportConfig, ExportJob
+from tracehouse.export.worker import PROCESSING_QUEUE, export_processor, export_schedule_cron, producer_enqueue
 from tracehouse.ingestion.service import INGESTION_QUEUE, EntityLocks, IngestionProcessor
 from tracehouse.ingestion.writer import ClickHouseWriter
 from tracehouse.logging import get_logger
@@ -18,19 +22,30 @@ from tracehouse.settings import WorkerRole
 from tracehouse.usage.service import usage_cron
 
 
-def cron_specs(services: Services) -> list[CronSpec]:
-    return [usage_cron(services.clickhouse)]
+def cron_specs(services: Services, producer: QueueProducer) -> list[CronSpec]:
+    interval = timedelta(seconds=services.settings.export_schedule_interval_s)
+    return [usage_cron(services.clickhouse),
+            export_schedule_cron(services.metadata, producer_enqueue(producer), interval=interval)]
 
 
-def build_processors(services: Services, writer: ClickHouseWriter, redis: Any) -> dict[str, Processor]:
+def export_job(services: Services, producer: QueueProducer) -> ExportJob:
+    return ExportJob(clickhouse=services.clickhouse, metadata=services.metadata,
+                     box=SecretBox(services.settings.encryption_key),
+                     config=ExportConfig.from_settings(services.settings), metrics=services.metrics,
+                     enqueue=producer_enqueue(producer))
+
+
+def build_processors(services: Services, writer: ClickHouseWriter, redis: Any,
+                     producer: QueueProducer) -> dict[str, Processor]:
     """Queue name -> processor. Capabilities add theirs here as they land."""
     processors: dict[str, Processor] = {
         INGESTION_QUEUE: IngestionProcessor(
             clickhouse=services.clickhouse, blobs=services.blobs, writer=writer,
             locks=EntityLocks(redis, services.settings.redis_key_prefix),
             metadata=services.metadata, metrics=services.metrics),
+        PROCESSING_QUEUE: export_processor(export_job(services, producer)),
     }
-    for spec in cron_specs(services):
+    for spec in cron_specs(services, producer):
         processors[spec.queue] = cron_processor(spec, services.metadata)
     return processors
 
@@ -50,7 +65,8 @@ def _with_overrides(spec: QueueSpec, services: Services) -> QueueSpec:
 def consumed_queues(services: Services, role: WorkerRole, environ: Mapping[str, str] | None = None) -> list[str]:
     """Queues a worker of this role consumes: its role's queues, switched on, with a processor."""
     # Building processors opens nothing (clients connect on first use), so this is cheap.
-    processors = build_processors(services, ClickHouseWriter(services.clickhouse), redis=None)
+    producer = QueueProducer(services.redis_connection, QUEUES, prefix=services.settings.redis_key_prefix)
+    processors = build_processors(services, ClickHouseWriter(services.clickhouse), redis=None, producer=producer)
     return [s.name for s in queues_for_role(role, dict(environ or os.environ)) if s.name in processors]
 
 
@@ -66,23 +82,20 @@ async def start_workers(
                               interval_ms=settings.ingestion_write_interval_ms,
                               max_attempts=settings.ingestion_write_max_attempts, metrics=services.metrics)
     redis = redis_client(services.redis_url)
-    processors = dict(processors if processors is not None else build_processors(services, writer, redis))
-    crons = crons if crons is not None else cron_specs(services)
+    prefix = services.settings.redis_key_prefix
+    producer = QueueProducer(services.redis_connection, QUEUES, prefix=prefix)
+    processors = dict(processors if processors is not None else build_processors(services, writer, redis, producer))
+    crons = crons if crons is not None else cron_specs(services, producer)
     specs = [_with_overrides(s, services) for s in queues_for_role(role, dict(environ or os.environ))
              if s.name in processors]
-    prefix = services.settings.redis_key_prefix
     activity = ActivityTracker(redis, prefix)
     runner = QueueRunner(services.redis_connection, specs, processors, prefix=prefix,
                          metrics=services.metrics, activity=activity)
-    runner.after_close += [writer.close, redis.aclose]
+    runner.after_close += [writer.close, redis.aclose, producer.close]
     await runner.start()
     consumed = set(runner.queue_names)
-    producer = QueueProducer(services.redis_connection, QUEUES, prefix=prefix)
-    try:
-        # Only a process that consumes a cron's queue registers its schedule (upsert by id).
-        await register_schedules(producer.queue, [c for c in crons if c.queue in consumed])
-    finally:
-        await producer.close()
+    # Only a process that consumes a cron's queue registers its schedule (upsert by id).
+    await register_schedules(producer.queue, [c for c in crons if c.queue in consumed])
     get_logger("tracehouse.worker").info("worker_started", role=role.value, queues=runner.queue_names,
                                          crons=[c.name for c in crons if c.queue in consumed])
     return runner

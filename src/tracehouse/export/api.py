@@ -7,6 +7,7 @@ its own project, and the admin key (`Authorization: Bearer $ADMIN_API_KEY`) for 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,6 +20,7 @@ from tracehouse.export.integrations import (
     IntegrationRequest,
     delete_integration,
     list_integrations,
+    progress_view,
     response_view,
     status_view,
     upsert_integration,
@@ -70,6 +72,15 @@ async def put_integration(request: Request) -> JSONResponse:
     except ConfigError as exc:
         return JSONResponse({"error": "ConfigurationError", "message": str(exc)}, status_code=422)
     return JSONResponse(view)
+
+
+@router.get("/api/public/integrations/blob-storage/status")
+async def export_progress(request: Request) -> JSONResponse:
+    """Export progress per project: watermark, lag, last job, last error, next run."""
+    scope = await _scope(request)
+    rows = await asyncio.to_thread(list_integrations, request.app.state.services.metadata, scope)
+    now = datetime.now(UTC)
+    return JSONResponse({"data": [progress_view(r, now) for r in rows]})
 
 
 @router.get("/api/public/integrations/blob-storage/{integration_id}")

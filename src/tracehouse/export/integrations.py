@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from tracehouse.errors import ConfigError
 from tracehouse.export.crypto import SecretBox
+from tracehouse.export.windows import ExportWindow
 from tracehouse.metadata import MetadataDB
 from tracehouse.metadata.models import BlobStorageIntegration
 from tracehouse.timefmt import api_time
@@ -62,6 +63,8 @@ class IntegrationRequest(BaseModel):
             raise ValueError("endpoint is required for S3_COMPATIBLE")
         if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
             raise ValueError("endpoint must be an http:// or https:// URL")
+        if self.type == "LOCAL" and (self.bucket_name.startswith("/") or ".." in self.bucket_name.split("/")):
+            raise ValueError("a LOCAL bucketName is a folder name under the data directory's exports/ folder")
         if self.prefix and not self.prefix.endswith("/"):
             raise ValueError("prefix must end with '/'")
         if (self.access_key_id is None) != (self.secret_access_key is None) and self.type != "LOCAL":
@@ -90,6 +93,11 @@ class Integration:
     compressed: bool
     last_sync_at: datetime | None
     next_sync_at: datetime | None
+    pending_window: ExportWindow | None = None
+
+    @property
+    def frequency(self) -> timedelta:
+        return FREQUENCIES[self.export_frequency]
 
 
 def response_view(row: BlobStorageIntegration) -> dict[str, Any]:
@@ -122,18 +130,48 @@ def status_view(row: BlobStorageIntegration) -> dict[str, Any]:
             "lastError": row.last_error, "lastErrorAt": api_time(row.last_error_at)}
 
 
+def progress_view(row: BlobStorageIntegration, now: datetime) -> dict[str, Any]:
+    """Export progress of one project (GET .../blob-storage/status, `tracehouse export status`)."""
+    lag = (now - row.last_sync_at).total_seconds() / 60 if row.last_sync_at else None
+    pending = ({"start": api_time(row.pending_window_start), "end": api_time(row.pending_window_end)}
+               if row.pending_window_start else None)
+    return {**status_view(row),
+            "exportedUntil": api_time(row.last_sync_at),
+            "lagMinutes": round(lag, 1) if lag is not None else None,
+            "pendingWindow": pending,
+            "running": row.run_owner is not None,
+            "lastJob": {"finishedAt": api_time(row.last_job_finished_at), "durationMs": row.last_job_duration_ms,
+                        "rows": row.last_job_rows, "files": row.last_job_files},
+            "nextRunAt": api_time(row.next_sync_at)}
+
+
 def upsert_integration(metadata: MetadataDB, box: SecretBox, request: IntegrationRequest) -> dict[str, Any]:
     secret = box.encrypt(request.secret_access_key) if request.secret_access_key else None
+    now = datetime.now(UTC)
     with metadata.session() as session:
         row = session.get(BlobStorageIntegration, request.project_id)
+        start_date = request.export_start_date
+        if request.export_mode == "FROM_TODAY" and start_date is None:
+            # "From today" = from midnight UTC of the day it was chosen, kept on later saves.
+            kept = row.export_start_date if row is not None and row.export_mode == "FROM_TODAY" else None
+            start_date = kept or now.replace(hour=0, minute=0, second=0, microsecond=0)
+        elif request.export_mode == "FULL_HISTORY":
+            start_date = None
+        request = request.model_copy(update={"export_start_date": start_date})
         if row is None:
-            row = BlobStorageIntegration(project_id=request.project_id)
+            row = BlobStorageIntegration(project_id=request.project_id, next_sync_at=now)
             session.add(row)
+        elif (row.export_mode, row.export_start_date) != (request.export_mode, start_date):
+            # As Langfuse: a new starting point starts the export over (new manifests from there on).
+            row.last_sync_at = row.pending_window_start = row.pending_window_end = None
+            row.next_sync_at = now
+        elif request.enabled and not row.enabled:
+            row.next_sync_at = now
         for name in ("type", "bucket_name", "endpoint", "region", "access_key_id", "prefix", "export_frequency",
                      "enabled", "force_path_style", "file_type", "export_mode", "export_start_date", "compressed"):
             setattr(row, name, getattr(request, name))
         row.secret_access_key = secret
-        row.updated_at = datetime.now(UTC)
+        row.updated_at = now
         session.flush()
         return response_view(row)
 
@@ -146,6 +184,17 @@ def list_integrations(metadata: MetadataDB, project_id: str | None) -> list[Blob
         rows = list(session.execute(query).scalars())
         session.expunge_all()
         return rows
+
+
+def due_integrations(metadata: MetadataDB, now: datetime) -> list[tuple[str, datetime | None]]:
+    """(project, cursor) of every enabled integration whose next run is due."""
+    with metadata.session() as session:
+        rows = session.execute(
+            select(BlobStorageIntegration.project_id, BlobStorageIntegration.last_sync_at)
+            .where(BlobStorageIntegration.enabled.is_(True))
+            .where(BlobStorageIntegration.next_sync_at.is_(None) | (BlobStorageIntegration.next_sync_at <= now))
+            .order_by(BlobStorageIntegration.project_id))
+        return [(r.project_id, r.last_sync_at) for r in rows]
 
 
 def delete_integration(metadata: MetadataDB, project_id: str) -> bool:

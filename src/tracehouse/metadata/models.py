@@ -188,3 +188,15 @@ class BlobStorageIntegration(Base):
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow)
+    # The window being exported, fixed before the first file is written so that a retry (after a
+    # crash, even after its manifest was written) exports exactly the same window again.
+    pending_window_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    pending_window_end: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # A lease: the job (by queue job id) exporting this project now. A retry of the same job takes
+    # it over at once; another job only after it went stale.
+    run_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    run_owner: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+    last_job_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_job_duration_ms: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    last_job_rows: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    last_job_files: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)

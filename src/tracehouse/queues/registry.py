@@ -60,7 +60,10 @@ QUEUES: dict[str, QueueSpec] = {
             lock_duration_ms=60_000,
             stalled_interval_ms=120_000,
             max_stalled_count=3,
-            job_options=_retry(5, 30_000),
+            # Job ids are "<project>-<cursor>"; a finished job must not keep its id, or the next
+            # enqueue for the same cursor would be ignored and the project's export would stall
+            # (the fork's incident). The integration row keeps the last error instead.
+            job_options={**_retry(5, 30_000), "removeOnComplete": True, "removeOnFail": True},
         ),
         QueueSpec("batch-export-queue", RoleGroup.EXPORT, job_options=_retry(8, 5_000)),
     ]
