@@ -24,6 +24,7 @@ DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
 TS = pa.timestamp("ms", tz="UTC")
+BOX = SecretBox("5e" * 32)  # the test ENCRYPTION_KEY for integrations with secrets
 
 
 def _arrow(table: str, rows: list[dict[str, Any]]) -> pa.Table:
@@ -69,7 +70,7 @@ async def current_state(ch: ClickHouse, table: str, project_id: str) -> dict[str
 def make_integration(metadata: Any, project_id: str, **fields: Any) -> dict[str, Any]:
     body = {"projectId": project_id, "type": "LOCAL", "bucketName": f"exp-{uuid.uuid4().hex[:8]}",
             "exportFrequency": "hourly", "fileType": "PARQUET", "exportMode": "FULL_HISTORY", **fields}
-    return upsert_integration(metadata, SecretBox(None), IntegrationRequest.model_validate(body))
+    return upsert_integration(metadata, BOX, IntegrationRequest.model_validate(body))
 
 
 def config(data_dir: Any, **changes: Any) -> ExportConfig:
@@ -94,7 +95,8 @@ def job(services: Any, clock: Clock, *, cfg: ExportConfig | None = None, enqueue
         if enqueued is not None:
             enqueued.append(job_id)
 
-    return ExportJob(clickhouse=services.clickhouse, metadata=services.metadata, box=SecretBox(None),
+    kwargs.setdefault("clickhouse", services.clickhouse)
+    return ExportJob(metadata=services.metadata, box=BOX,
                      config=cfg or config(services.settings.data_dir), metrics=services.metrics,
                      enqueue=enqueue, clock=clock, **kwargs)
 

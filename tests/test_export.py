@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from export_helpers import (
+    BOX,
     DAY,
     HOUR,
     MINUTE,
@@ -22,12 +23,11 @@ from export_helpers import (
 )
 
 from tracehouse.export import state
-from tracehouse.export.crypto import SecretBox
 from tracehouse.export.destination import destination_store
 
 
 def store_of(services: Any, project_id: str):
-    integration = state.load_integration(services.metadata, SecretBox(None), project_id)
+    integration = state.load_integration(services.metadata, BOX, project_id)
     return destination_store(integration, services.settings.data_dir)
 
 
@@ -46,3 +46,174 @@ async def test_full_history_exports_every_row_once_in_latest_version(services: A
     exported = await exported_rows(store, project_id)
     assert set(reduce_latest(exported["traces"])) == set(await current_state(services.clickhouse, "traces", project_id))
     assert len(exported["traces"]) == 30 and len(exported["observations"]) == 40
+
+
+# --- windows and schedules (pure planning) ------------------------------------------------------
+def test_plan_window_exports_whole_periods_once_each() -> None:
+    from tracehouse.export.windows import plan_window
+
+    lag = timedelta(minutes=5)
+    cursor = datetime(2026, 1, 1, tzinfo=UTC)
+    for frequency in (timedelta(minutes=15), HOUR, DAY):
+        # Not yet a whole period behind the horizon: wait, and say exactly when to come back.
+        waiting = plan_window(cursor, frequency=frequency, catchup=timedelta(minutes=15),
+                              horizon=cursor + frequency - timedelta(seconds=1), lag=lag)
+        assert waiting.window is None and waiting.next_run == cursor + frequency + lag
+        # At that moment one whole period is exportable: one window of exactly one period.
+        due = plan_window(cursor, frequency=frequency, catchup=timedelta(minutes=15),
+                          horizon=waiting.next_run - lag, lag=lag)
+        assert due.window is not None and due.window.duration == frequency and not due.catching_up
+
+
+def test_plan_window_catches_up_in_chunks_and_skips_empty_stretches() -> None:
+    from tracehouse.export.windows import plan_window, skippable_until
+
+    cursor = datetime(2026, 1, 1, tzinfo=UTC)
+    behind = plan_window(cursor, frequency=DAY, catchup=timedelta(minutes=15), horizon=cursor + 3 * DAY,
+                         lag=MINUTE)
+    assert behind.catching_up and behind.window is not None and behind.window.duration == timedelta(minutes=15)
+    whole = plan_window(cursor, frequency=DAY, catchup=timedelta(0), horizon=cursor + 3 * DAY, lag=MINUTE)
+    assert whole.window is not None and whole.window.duration == DAY
+    # Data starts 10 days after the cursor: one step jumps the empty stretch, in whole chunks.
+    chunk = timedelta(minutes=15)
+    end = skippable_until(cursor, first_row=cursor + 10 * DAY + timedelta(minutes=7), horizon=cursor + 20 * DAY,
+                          chunk=chunk)
+    assert end == cursor + 10 * DAY
+    assert skippable_until(cursor, first_row=None, horizon=cursor + 2 * DAY, chunk=chunk) == cursor + 2 * DAY
+    assert skippable_until(cursor, first_row=cursor + chunk, horizon=cursor + DAY, chunk=chunk) is None
+
+
+def test_window_halves_and_names_are_exact() -> None:
+    from tracehouse.export.windows import ExportWindow
+
+    window = ExportWindow(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 0, 1, 1000, tzinfo=UTC))
+    first, second = window.halves()
+    assert first.start == window.start and first.end == second.start and second.end == window.end
+    assert first.stamp == "2026-01-01T00-00-00-000Z_2026-01-01T00-00-00-500Z"
+    with pytest.raises(ValueError):
+        ExportWindow(window.end, window.end)
+
+
+# --- end to end: schedules, modes, catch-up ---------------------------------------------------------
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.mark.parametrize(("frequency", "period"), [("every_15_minutes", timedelta(minutes=15)),
+                                                   ("hourly", HOUR), ("daily", DAY)])
+async def test_schedule_exports_each_period_exactly_once(services: Any, project: Any, frequency: str,
+                                                         period: timedelta) -> None:
+    """The scheduler ticks every few minutes of (simulated) time; each period is exported by exactly
+    one run, right after it is complete, as one window of exactly one period."""
+    from tracehouse.export.worker import enqueue_due
+
+    project_id, _ = project
+    t0 = _hour_floor(datetime.now(UTC)) - 6 * DAY
+    make_integration(services.metadata, project_id, exportFrequency=frequency, exportMode="FROM_CUSTOM_DATE",
+                     exportStartDate=t0.isoformat())
+    await write_rows(services.clickhouse, "traces", project_id,
+                     [{"id": f"t{i}", "event_ts": t0 + i * period / 3} for i in range(12)])  # 4 periods
+    clock = Clock(t0)
+    export = job(services, clock)
+    runs: list[dict[str, Any]] = []
+    while clock.now < t0 + 4 * period + period / 2:
+        clock.now += period / 6
+        queued: list[str] = []
+
+        async def enqueue(pid: str, job_id: str, queued: list[str] = queued) -> None:
+            queued.append(pid)
+
+        await enqueue_due(services.metadata, enqueue, clock.now)
+        if project_id in queued:
+            runs.append(await export.run(project_id, owner="sched"))
+    windows = [r["window"] for r in runs if "window" in r]
+    assert [(w["start"], w["end"]) for w in windows] == [
+        (iso(t0 + k * period), iso(t0 + (k + 1) * period)) for k in range(4)]
+    # One probe when the integration was new (due at once, nothing whole yet), then one run per period.
+    assert "waiting" in runs[0] and len(runs) == len(windows) + 1
+    assert sum(r["rows"] for r in runs if "rows" in r) == 12
+    row = state.load_integration(services.metadata, BOX, project_id)
+    assert row is not None and row.next_sync_at == t0 + 5 * period + timedelta(seconds=5)
+
+
+def iso(moment: datetime) -> str:
+    from tracehouse.export.windows import iso_ms
+
+    return iso_ms(moment)
+
+
+async def test_catch_up_chunks_chain_and_skip_empty_stretches(services: Any, project: Any) -> None:
+    from tracehouse.export.service import job_id
+    from tracehouse.export.windows import file_time
+
+    project_id, _ = project
+    start = _hour_floor(datetime.now(UTC)) - 4 * DAY
+    # Data written in two bursts two days apart, nothing in between.
+    await write_rows(services.clickhouse, "traces", project_id,
+                     [{"id": f"a{i}", "event_ts": start + i * MINUTE} for i in range(40)]
+                     + [{"id": f"b{i}", "event_ts": start + 2 * DAY + i * MINUTE} for i in range(40)])
+    make_integration(services.metadata, project_id, exportFrequency="daily")
+    enqueued: list[str] = []
+    results = await run_until_idle(job(services, Clock(datetime.now(UTC)), enqueued=enqueued), project_id)
+    windows = [r for r in results if "window" in r]
+    # 40 minutes of data per burst = 3 chunks of 15 min each, plus the empty stretches as one window each.
+    assert len(windows) < 12, windows
+    chunked = [r for r in windows if r["rows"]]
+    assert all(_dur(r) <= timedelta(minutes=15) for r in chunked)
+    assert sum(r["rows"] for r in windows) == 80
+    # Each catch-up step queued the next one under the id the scheduler would use for that cursor.
+    catchup = [r for r in windows if r["mode"] == "catchup"]
+    assert enqueued == [job_id(project_id, datetime.fromisoformat(r["window"]["end"])) for r in catchup]
+    assert all(e.endswith(file_time(datetime.fromisoformat(r["window"]["end"]))) for e, r in zip(enqueued, catchup))
+    found = await manifests(store_of(services, project_id), project_id)
+    spans = sorted((m["window"]["start"], m["window"]["end"]) for m in found)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), "manifests must cover time without gaps"
+    assert any(m["files"] == [] and all(v == 0 for v in m["rows"].values()) for m in found)  # empty windows
+
+
+def _dur(result: dict[str, Any]) -> timedelta:
+    return datetime.fromisoformat(result["window"]["end"]) - datetime.fromisoformat(result["window"]["start"])
+
+
+async def test_from_date_and_from_today_modes(services: Any, project: Any) -> None:
+    from tracehouse.metadata import create_project
+
+    project_id, _ = project
+    now = datetime.now(UTC)
+    cutoff = _hour_floor(now) - DAY
+    await write_rows(services.clickhouse, "traces", project_id,
+                     [{"id": "before", "event_ts": cutoff - HOUR}, {"id": "after", "event_ts": cutoff + HOUR}])
+    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=cutoff.isoformat())
+    await run_until_idle(job(services, Clock(now)), project_id)
+    exported = await exported_rows(store_of(services, project_id), project_id)
+    assert [r["id"] for r in exported["traces"]] == ["after"]
+
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    other = create_project(services.metadata, "today", project_id=project_id + "-today").id
+    await write_rows(services.clickhouse, "traces", other,
+                     [{"id": "yesterday", "event_ts": today - HOUR}, {"id": "today", "event_ts": today + MINUTE}])
+    view = make_integration(services.metadata, other, exportMode="FROM_TODAY")
+    assert view["exportStartDate"] == today.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    later = Clock(max(now, today + HOUR))
+    if later.now > now:  # just after midnight: the rows of today are not behind the horizon yet
+        pytest.skip("too close to midnight UTC for a from-today export")
+    await run_until_idle(job(services, later), other)
+    exported = await exported_rows(store_of(services, other), other)
+    assert [r["id"] for r in exported["traces"]] == ["today"]
+
+
+async def test_trace_only_project_exports_traces_only(services: Any, project: Any) -> None:
+    from export_helpers import config
+
+    project_id, _ = project
+    t = datetime.now(UTC) - DAY
+    await write_rows(services.clickhouse, "traces", project_id, [{"id": "t1", "event_ts": t}])
+    await write_rows(services.clickhouse, "observations", project_id, [{"id": "o1", "event_ts": t}])
+    await write_rows(services.clickhouse, "scores", project_id, [{"id": "s1", "event_ts": t}])
+    make_integration(services.metadata, project_id)
+    cfg = config(services.settings.data_dir, trace_only_projects=frozenset({project_id}))
+    await run_until_idle(job(services, Clock(datetime.now(UTC)), cfg=cfg), project_id)
+    found = await manifests(store_of(services, project_id), project_id)
+    assert {tuple(m["tables"]) for m in found} == {("traces",)}
+    exported = await exported_rows(store_of(services, project_id), project_id)
+    assert set(exported) == {"traces"} and [r["id"] for r in exported["traces"]] == ["t1"]

@@ -56,7 +56,7 @@ async def test_upsert_list_status_delete_and_secret_never_returned(app_and_auth)
     assert [i["projectId"] for i in listed["data"]] == [project_id]
     assert "very-secret-value" not in str(listed)
     status = (await _call(app, "GET", f"/api/public/integrations/blob-storage/{project_id}", auth)).json()
-    assert (status["syncStatus"], status["enabled"]) == ("queued", True)  # a new integration is due at once
+    assert (status["syncStatus"], status["enabled"]) == ("idle", True)
 
     # Encrypted at rest: the stored column holds neither the secret nor anything that reveals it.
     with svc.metadata.engine.connect() as conn:
@@ -150,7 +150,7 @@ def test_cli_set_list_delete(tmp_path):
     assert made.returncode == 0, made.stderr
     assert "cli-secret" not in made.stdout
     listed = run("export", "integrations", "list").stdout
-    assert "cli-p\tS3\tb1\tx/\tdaily\tPARQUET\tqueued" in listed and "cli-secret" not in listed
+    assert "cli-p\tS3\tb1\tx/\tdaily\tPARQUET\tidle" in listed and "cli-secret" not in listed
     bad = run("export", "integrations", "set", "--project", "cli-p", "--type", "S3", "--bucket", "b1",
               "--frequency", "every_minute")
     assert bad.returncode == 1 and bad.stderr.startswith("error: exportFrequency")

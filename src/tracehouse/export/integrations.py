@@ -159,12 +159,11 @@ def upsert_integration(metadata: MetadataDB, box: SecretBox, request: Integratio
             start_date = None
         request = request.model_copy(update={"export_start_date": start_date})
         if row is None:
-            row = BlobStorageIntegration(project_id=request.project_id, next_sync_at=now)
+            row = BlobStorageIntegration(project_id=request.project_id, next_sync_at=None)  # None = due now
             session.add(row)
         elif (row.export_mode, row.export_start_date) != (request.export_mode, start_date):
             # As Langfuse: a new starting point starts the export over (new manifests from there on).
-            row.last_sync_at = row.pending_window_start = row.pending_window_end = None
-            row.next_sync_at = now
+            row.last_sync_at = row.pending_window_start = row.pending_window_end = row.next_sync_at = None
         elif request.enabled and not row.enabled:
             row.next_sync_at = now
         for name in ("type", "bucket_name", "endpoint", "region", "access_key_id", "prefix", "export_frequency",
