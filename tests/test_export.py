@@ -217,3 +217,95 @@ async def test_trace_only_project_exports_traces_only(services: Any, project: An
     assert {tuple(m["tables"]) for m in found} == {("traces",)}
     exported = await exported_rows(store_of(services, project_id), project_id)
     assert set(exported) == {"traces"} and [r["id"] for r in exported["traces"]] == ["t1"]
+
+
+# --- files, formats and destinations -------------------------------------------------------------------
+def s3_integration(moto_endpoint: str, bucket: str, **fields: Any) -> dict[str, Any]:
+    from conftest import ACCESS_KEY, REGION, SECRET_KEY
+
+    return {"type": "S3_COMPATIBLE", "bucketName": bucket, "endpoint": moto_endpoint, "region": REGION,
+            "accessKeyId": ACCESS_KEY, "secretAccessKey": SECRET_KEY, "forcePathStyle": True,
+            "prefix": "exports/", **fields}
+
+
+@pytest.mark.parametrize(("file_type", "compressed", "destination"), [
+    ("PARQUET", True, "s3"), ("JSONL", True, "s3"), ("CSV", False, "local"), ("JSONL", False, "local")])
+async def test_file_types_read_back(services: Any, project: Any, file_type: str, compressed: bool,
+                                    destination: str, request: pytest.FixtureRequest) -> None:
+    project_id, _ = project
+    t = datetime.now(UTC).replace(microsecond=0) - DAY
+    await write_rows(services.clickhouse, "traces", project_id,
+                     [{"id": f"t{i}", "event_ts": t + i * MINUTE, "name": f"trace {i}", "input": '{"q": "hi, \\"x\\""}'}
+                      for i in range(5)])
+    await write_rows(services.clickhouse, "observations", project_id,
+                     [{"id": "o1", "event_ts": t, "name": "gen", "type": "GENERATION"}])
+    await write_rows(services.clickhouse, "scores", project_id, [{"id": "s1", "event_ts": t, "value": 0.5}])
+    fields: dict[str, Any] = {"fileType": file_type, "compressed": compressed}
+    if destination == "s3":
+        fields |= s3_integration(request.getfixturevalue("moto_endpoint"), request.getfixturevalue("bucket"))
+    make_integration(services.metadata, project_id, **fields)
+    await run_until_idle(job(services, Clock(datetime.now(UTC))), project_id)
+    store = store_of(services, project_id)
+    found = await manifests(store, project_id)
+    keys = [f["key"] for m in found for f in m["files"]]
+    ext = {"PARQUET": ".parquet", "JSONL": ".jsonl", "CSV": ".csv"}[file_type] + (
+        ".gz" if compressed and file_type != "PARQUET" else "")
+    assert keys and all(k.endswith(ext) for k in keys)
+    if destination == "s3":
+        assert all(k.startswith(f"exports/{project_id}/") for k in keys)
+    exported = await exported_rows(store, project_id)
+    traces = sorted(exported["traces"], key=lambda r: r["id"])
+    assert [(r["id"], r["name"]) for r in traces] == [(f"t{i}", f"trace {i}") for i in range(5)]
+    assert traces[0]["input"] == '{"q": "hi, \\"x\\""}'
+    assert exported["observations"][0]["type"] == "GENERATION"
+    assert float(exported["scores"][0]["value"]) == 0.5
+    assert all(int(r["is_deleted"]) == 0 for r in traces)
+
+
+async def test_empty_window_writes_a_manifest_and_no_file(services: Any, project: Any) -> None:
+    project_id, _ = project
+    start = _hour_floor(datetime.now(UTC)) - 3 * HOUR
+    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=start.isoformat())
+    result = await job(services, Clock(start + HOUR + MINUTE)).run(project_id, owner="j")
+    assert result["rows"] == 0 and result["files"] == 0
+    store = store_of(services, project_id)
+    [manifest] = await manifests(store, project_id)
+    assert manifest["files"] == [] and manifest["rows"] == {"scores": 0, "traces": 0, "observations": 0}
+    assert manifest["window"] == {"start": iso(start), "end": iso(start + HOUR)}
+    assert [i.key for i in await store.list(project_id)] == [f"{project_id}/manifests/"
+                                                           f"{manifest_stamp(start, start + HOUR)}.json"]
+
+
+def manifest_stamp(start: datetime, end: datetime) -> str:
+    from tracehouse.export.windows import ExportWindow
+
+    return ExportWindow(start, end).stamp
+
+
+async def test_rows_updated_deleted_or_arriving_late_reach_a_later_window(services: Any, project: Any) -> None:
+    project_id, _ = project
+    t0 = _hour_floor(datetime.now(UTC)) - 2 * DAY
+    first_ts = t0 + 10 * MINUTE
+    await write_rows(services.clickhouse, "traces", project_id,
+                     [{"id": i, "event_ts": first_ts, "timestamp": first_ts, "name": "v1"} for i in ("a", "b", "c")])
+    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=t0.isoformat())
+    clock = Clock(t0 + 2 * HOUR)
+    export = job(services, clock)
+    await run_until_idle(export, project_id)
+    # After that export: "a" is updated, "b" deleted, and "d" arrives late (an old trace timestamp,
+    # written now). All three are new versions, so they belong to a later window.
+    later = t0 + 3 * HOUR
+    await write_rows(services.clickhouse, "traces", project_id, [
+        {"id": "a", "event_ts": later, "timestamp": first_ts, "name": "v2"},
+        {"id": "b", "event_ts": later, "timestamp": first_ts, "name": "v1", "is_deleted": 1},
+        {"id": "d", "event_ts": later + MINUTE, "timestamp": t0 - 30 * DAY, "name": "late"}])
+    clock.now = t0 + 6 * HOUR
+    await run_until_idle(export, project_id)
+    store = store_of(services, project_id)
+    exported = await exported_rows(store, project_id)
+    latest = reduce_latest(exported["traces"])
+    assert {i: r["name"] for i, r in latest.items()} == {"a": "v2", "c": "v1", "d": "late"}
+    assert set(latest) == set(await current_state(services.clickhouse, "traces", project_id))
+    # Every version went out exactly once (5 rows = 3 first versions + 3 new ones - none repeated).
+    versions = [(r["id"], str(r["event_ts"])) for r in exported["traces"]]
+    assert len(versions) == len(set(versions)) == 6

@@ -286,7 +286,9 @@ class SyncBlobWriter:
         if self._closed:
             raise ValueError("I/O operation on closed file")
         size = memoryview(data).nbytes
-        self._raw.write(data)
+        # Copy: obstore may keep the buffer after write() returns, and pyarrow's writers reuse theirs
+        # at once; a view would upload bytes that were overwritten in the meantime.
+        self._raw.write(bytes(data))
         self._written += size
         return size
 

@@ -11,6 +11,7 @@ understand, so one SQL string serves both.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import queue
 import threading
@@ -316,6 +317,13 @@ class ClickHouse:
             Workload.EXPORT: http(settings.clickhouse_export_url or main_url, Workload.EXPORT),
         }
         return cls(backends, classes)
+
+    def with_class_settings(self, workload: Workload, **changes: Any) -> ClickHouse:
+        """The same connections with one workload class's settings changed (tuning, tests, benchmarks).
+        Shares the backends: close only the original."""
+        classes = dict(self._classes)
+        classes[workload] = dataclasses.replace(classes[workload], **changes)
+        return ClickHouse(self._backends, classes)
 
     @property
     def target(self) -> str:

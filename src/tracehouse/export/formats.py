@@ -64,6 +64,8 @@ class HashingSink:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
         self._hash.update(view)
         self._target.write(view)
         self.size += view.nbytes
