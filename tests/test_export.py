@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from export_helpers import (
     BOX,
     DAY,
@@ -21,7 +22,6 @@ from export_helpers import (
     run_until_idle,
     write_rows,
 )
-
 from tracehouse.export import state
 from tracehouse.export.destination import destination_store
 
@@ -164,10 +164,11 @@ async def test_catch_up_chunks_chain_and_skip_empty_stretches(services: Any, pro
     # Each catch-up step queued the next one under the id the scheduler would use for that cursor.
     catchup = [r for r in windows if r["mode"] == "catchup"]
     assert enqueued == [job_id(project_id, datetime.fromisoformat(r["window"]["end"])) for r in catchup]
-    assert all(e.endswith(file_time(datetime.fromisoformat(r["window"]["end"]))) for e, r in zip(enqueued, catchup))
+    assert all(e.endswith(file_time(datetime.fromisoformat(r["window"]["end"])))
+               for e, r in zip(enqueued, catchup, strict=True))
     found = await manifests(store_of(services, project_id), project_id)
     spans = sorted((m["window"]["start"], m["window"]["end"]) for m in found)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), "manifests must cover time without gaps"
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), "manifests must cover time without gaps"
     assert any(m["files"] == [] and all(v == 0 for v in m["rows"].values()) for m in found)  # empty windows
 
 
@@ -309,3 +310,154 @@ async def test_rows_updated_deleted_or_arriving_late_reach_a_later_window(servic
     # Every version went out exactly once (5 rows = 3 first versions + 3 new ones - none repeated).
     versions = [(r["id"], str(r["event_ts"])) for r in exported["traces"]]
     assert len(versions) == len(set(versions)) == 6
+
+
+# --- self-healing: splitting and faults -------------------------------------------------------------
+async def _bulky_observations(services: Any, project_id: str, start: datetime, count: int = 8000,
+                              span: timedelta = HOUR) -> None:
+    import os
+
+    step = span / count
+    for chunk in range(0, count, 2000):
+        await write_rows(services.clickhouse, "observations", project_id, [
+            {"id": f"o{i}", "event_ts": start + i * step, "input": os.urandom(500).hex()}
+            for i in range(chunk, min(count, chunk + 2000))])
+
+
+async def test_memory_limit_errors_split_the_window_until_it_fits(services: Any, project: Any) -> None:
+    from tracehouse.clickhouse import Workload
+    from tracehouse.export.verify import verify_export
+
+    project_id, _ = project
+    start = _hour_floor(datetime.now(UTC)) - DAY
+    await _bulky_observations(services, project_id, start)
+    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=start.isoformat())
+    # A memory budget (the export class's max_memory_usage) that a whole hour of ~1 KB rows exceeds.
+    tight = services.clickhouse.with_class_settings(Workload.EXPORT, max_memory_usage=12_000_000)
+    result = await job(services, Clock(start + HOUR + MINUTE), clickhouse=tight).run(project_id, owner="j")
+    assert result["splits"] >= 2 and result["rows"] == 8000 and result["files"] >= 3
+    assert services.metrics.blob_export_splits.labels("observations", "MEMORY_LIMIT")._value.get() >= 2
+    exported = await exported_rows(store_of(services, project_id), project_id)
+    assert sorted(r["id"] for r in exported["observations"]) == sorted(f"o{i}" for i in range(8000))
+    report = await verify_export(services.clickhouse, store_of(services, project_id), project_id)
+    assert report.ok, report.as_json()
+
+
+class FlakyStore:
+    """A real destination store whose uploads fail after `after_bytes`, `failures` times (for keys
+    containing `only`), like a connection dropped in the middle of a multipart upload."""
+
+    def __init__(self, store: Any, *, after_bytes: int, failures: int, only: str = "") -> None:
+        self._store, self.after_bytes, self.failures, self.only = store, after_bytes, failures, only
+        self.config = store.config
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def open_sync_writer(self, key: str, **kwargs: Any) -> Any:
+        from contextlib import contextmanager
+
+        flaky = self
+
+        @contextmanager
+        def opened() -> Any:
+            with flaky._store.open_sync_writer(key, part_size=5 * 1024 * 1024) as writer:
+                if flaky.only in key and flaky.failures > 0:
+                    yield _FailingWriter(writer, flaky)
+                else:
+                    yield writer
+
+        return opened()
+
+
+class _FailingWriter:
+    def __init__(self, writer: Any, flaky: FlakyStore) -> None:
+        self._writer, self._flaky, self._written, self._broken = writer, flaky, 0, False
+
+    def write(self, data: Any) -> int:
+        if self._written > self._flaky.after_bytes:
+            if not self._broken:  # one failure per upload, however often the caller writes after it
+                self._broken = True
+                self._flaky.failures -= 1
+            raise OSError("injected: connection reset during multipart upload")
+        self._written += memoryview(data).nbytes
+        return self._writer.write(data)
+
+
+async def test_upload_failure_mid_multipart_is_aborted_split_and_retried(
+        services: Any, project: Any, moto_endpoint: str, bucket: str, s3_client: Any) -> None:
+    from tracehouse.export.destination import destination_store
+    from tracehouse.export.verify import verify_export
+
+    project_id, _ = project
+    start = _hour_floor(datetime.now(UTC)) - DAY
+    await _bulky_observations(services, project_id, start, count=12000)
+    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=start.isoformat(),
+                     **s3_integration(moto_endpoint, bucket))
+    store = store_of(services, project_id)
+    flaky = FlakyStore(store, after_bytes=6 * 1024 * 1024, failures=1, only="/observations/")
+    result = await job(services, Clock(start + HOUR + MINUTE), store_for=lambda i: flaky).run(project_id, owner="j")
+    assert flaky.failures == 0 and result["splits"] >= 1 and result["rows"] == 12000
+    assert "Uploads" not in s3_client.list_multipart_uploads(Bucket=bucket)  # the broken upload was aborted
+    report = await verify_export(services.clickhouse, destination_store(
+        state.load_integration(services.metadata, BOX, project_id), services.settings.data_dir), project_id)
+    assert report.ok, report.as_json()
+
+
+async def test_failed_job_keeps_cursor_removes_its_files_and_retries_the_same_window(
+        services: Any, project: Any, moto_endpoint: str, bucket: str) -> None:
+    project_id, _ = project
+    start = _hour_floor(datetime.now(UTC)) - DAY
+    await write_rows(services.clickhouse, "traces", project_id, [{"id": "t1", "event_ts": start + MINUTE}])
+    await write_rows(services.clickhouse, "observations", project_id, [{"id": "o1", "event_ts": start + MINUTE}])
+    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=start.isoformat(),
+                     **s3_integration(moto_endpoint, bucket))
+    store = store_of(services, project_id)
+    broken = FlakyStore(store, after_bytes=-1, failures=10**6, only="/observations/")
+    with pytest.raises(OSError, match="injected"):
+        await job(services, Clock(start + HOUR + MINUTE), store_for=lambda i: broken).run(project_id, owner="j")
+    integration = state.load_integration(services.metadata, BOX, project_id)
+    assert integration is not None and integration.last_sync_at == start  # the cursor did not move
+    assert integration.pending_window is not None and integration.pending_window.end == start + HOUR
+    assert [i.key for i in await store.list(project_id)] == []  # the traces file was removed, no manifest
+    progress = await _status(services, project_id)
+    assert "injected" in progress["lastError"] and progress["exportedUntil"] == iso(start)
+    # Retried later (the clock moved on), the job exports the same window, not a longer one.
+    result = await job(services, Clock(start + 5 * HOUR)).run(project_id, owner="j2")
+    assert result["window"] == {"start": iso(start), "end": iso(start + HOUR)} and result["rows"] == 2
+    assert (await _status(services, project_id))["lastError"] is None
+
+
+async def _status(services: Any, project_id: str) -> dict[str, Any]:
+    from tracehouse.export.integrations import list_integrations, progress_view
+
+    [row] = list_integrations(services.metadata, project_id)
+    return progress_view(row, datetime.now(UTC))
+
+
+async def test_crash_after_manifest_before_cursor_rewrites_the_same_files(
+        services: Any, project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracehouse.export.verify import verify_export
+
+    project_id, _ = project
+    start = _hour_floor(datetime.now(UTC)) - DAY
+    await write_rows(services.clickhouse, "traces", project_id, [{"id": f"t{i}", "event_ts": start + i * MINUTE}
+                                                                 for i in range(30)])
+    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=start.isoformat())
+    real_advance = state.advance_cursor
+
+    def dies(*args: Any, **kwargs: Any) -> bool:
+        raise ConnectionError("metadata database went away after the manifest was written")
+
+    monkeypatch.setattr(state, "advance_cursor", dies)
+    with pytest.raises(ConnectionError):
+        await job(services, Clock(start + HOUR + MINUTE)).run(project_id, owner="j")
+    store = store_of(services, project_id)
+    before = sorted(i.key for i in await store.list(project_id))
+    assert len(before) == 2  # the manifest and its file stay: the manifest references the file
+    monkeypatch.setattr(state, "advance_cursor", real_advance)
+    result = await job(services, Clock(start + 3 * HOUR)).run(project_id, owner="j")
+    assert result["window"] == {"start": iso(start), "end": iso(start + HOUR)}
+    assert sorted(i.key for i in await store.list(project_id)) == before  # same names, overwritten
+    report = await verify_export(services.clickhouse, store, project_id)
+    assert report.ok and report.tables["traces"].exported_rows == 30, report.as_json()
