@@ -26,6 +26,17 @@ from tracehouse.export import state
 from tracehouse.export.destination import destination_store
 
 
+@pytest.fixture(autouse=True)
+def _no_secrets_left_behind(services: Any) -> Any:
+    """Later test modules open the same metadata DB without this module's ENCRYPTION_KEY."""
+    from tracehouse.export.integrations import delete_integration, list_integrations
+
+    yield
+    for row in list_integrations(services.metadata, None):
+        if row.secret_access_key:
+            delete_integration(services.metadata, row.project_id)
+
+
 def store_of(services: Any, project_id: str):
     integration = state.load_integration(services.metadata, BOX, project_id)
     return destination_store(integration, services.settings.data_dir)
@@ -546,3 +557,94 @@ async def test_completeness_property(services: Any, project: Any, seed: int, mon
     report = await verify_export(services.clickhouse, store, project_id)
     assert report.ok, report.as_json()
     assert created > 20 and faults["failed_jobs"] + faults["crashes"] > 0  # the faults did strike
+
+
+# --- visibility: status API and CLI, verify CLI ------------------------------------------------------
+async def test_status_api_reports_progress(services: Any, project: Any) -> None:
+    import dataclasses
+
+    import httpx
+
+    from tracehouse.web.app import create_app
+
+    project_id, headers = project
+    start = _hour_floor(datetime.now(UTC)) - DAY
+    await write_rows(services.clickhouse, "traces", project_id, [{"id": "t1", "event_ts": start + MINUTE}])
+    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=start.isoformat())
+    clock = Clock(start + HOUR + 10 * MINUTE)
+    await job(services, clock).run(project_id, owner="j")
+    settings = services.settings.model_copy(update={"admin_api_key": "admin-secret"})
+    app = create_app(dataclasses.replace(services, settings=settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        mine = (await client.get("/api/public/integrations/blob-storage/status", headers=headers)).json()["data"]
+        admin = await client.get("/api/public/integrations/blob-storage/status",
+                                 headers={"Authorization": "Bearer admin-secret"})
+        anonymous = await client.get("/api/public/integrations/blob-storage/status")
+    assert anonymous.status_code == 401
+    [view] = mine
+    assert view["projectId"] == project_id and view["exportedUntil"] == iso(start + HOUR)
+    assert view["lastJob"]["rows"] == 1 and view["lastJob"]["files"] == 1 and view["lastJob"]["durationMs"] >= 0
+    assert view["lastError"] is None and view["pendingWindow"] is None and view["running"] is False
+    assert view["nextRunAt"] is not None and view["lagMinutes"] > 0
+    assert project_id in [v["projectId"] for v in admin.json()["data"]]
+
+
+VERIFY_SETUP = """
+import asyncio, sys
+from datetime import UTC, datetime, timedelta
+from export_helpers import Clock, config, write_rows, BOX
+from tracehouse.clickhouse import ClickHouse, migrate_clickhouse
+from tracehouse.export.service import ExportJob
+from tracehouse.metadata import MetadataDB
+from tracehouse.settings import load_settings
+
+async def main():
+    settings = load_settings()
+    ch = ClickHouse.from_settings(settings)
+    await migrate_clickhouse(ch)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    rows = [{"id": f"t{i}", "event_ts": start + timedelta(minutes=i)} for i in range(50)]
+    await write_rows(ch, "traces", "v-p", rows)
+    export = ExportJob(clickhouse=ch, metadata=MetadataDB(settings.metadata_url), box=BOX,
+                       config=config(settings.data_dir), clock=Clock(datetime.now(UTC)))
+    while "window" in await export.run("v-p", owner="setup"):
+        pass
+    ch.close()
+
+asyncio.run(main())
+"""
+
+
+def test_verify_and_status_cli(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    env = {"PATH": "/usr/bin:/bin", "TRACEHOUSE_DATA_DIR": str(tmp_path / "d"), "ENCRYPTION_KEY": "5e" * 32,
+           "PYTHONPATH": str(tests)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracehouse", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    assert run("projects", "create", "v", "--id", "v-p", "--no-with-key").returncode == 0
+    made = run("export", "integrations", "set", "--project", "v-p", "--type", "LOCAL", "--bucket", "out")
+    assert made.returncode == 0, made.stderr
+    setup = subprocess.run([sys.executable, "-c", VERIFY_SETUP], env=env, capture_output=True, text=True, timeout=120)
+    assert setup.returncode == 0, setup.stderr[-2000:]
+    ok = run("export", "verify", "--project", "v-p")
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("OK"), ok.stdout + ok.stderr
+    assert "traces: 50 current rows, 50 exported, 0 missing, 0 duplicated" in ok.stdout
+    status = run("export", "status", "--project", "v-p")
+    assert status.returncode == 0 and "v-p: up_to_date; exported until" in status.stdout, status.stdout
+
+    # Lose one data file: verify names the problem and fails.
+    files = sorted((tmp_path / "d" / "exports" / "out" / "v-p" / "traces").iterdir())
+    files[0].unlink()
+    broken = run("export", "verify", "--project", "v-p", "--json")
+    assert broken.returncode == 1
+    import json
+
+    report = json.loads(broken.stdout)
+    assert report["ok"] is False and report["badFiles"] and report["tables"]["traces"]["missing"] > 0
