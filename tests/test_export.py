@@ -648,3 +648,31 @@ def test_verify_and_status_cli(tmp_path: Any) -> None:
 
     report = json.loads(broken.stdout)
     assert report["ok"] is False and report["badFiles"] and report["tables"]["traces"]["missing"] > 0
+
+
+async def test_export_worker_schedules_and_runs_jobs_through_the_queue(services: Any, project: Any) -> None:
+    """The real wiring: export-role worker, scheduler cron on its queue, processing jobs chained."""
+    import dataclasses
+
+    from helpers import until
+    from tracehouse.settings import WorkerRole
+    from tracehouse.workers import start_workers
+
+    project_id, _ = project
+    start = datetime.now(UTC) - DAY
+    await write_rows(services.clickhouse, "traces", project_id, [{"id": f"t{i}", "event_ts": start + i * MINUTE}
+                                                                 for i in range(20)])
+    make_integration(services.metadata, project_id)
+    settings = services.settings.model_copy(update={"export_schedule_interval_s": 1})
+    runner = await start_workers(dataclasses.replace(services, settings=settings), WorkerRole.EXPORT, environ={})
+    try:
+        async def exported_until_recent() -> Any:
+            integration = state.load_integration(services.metadata, BOX, project_id)
+            lag = datetime.now(UTC) - (integration.last_sync_at or start) if integration else DAY
+            return integration if lag < 2 * HOUR else None
+
+        await until(exported_until_recent, timeout=60)
+    finally:
+        await runner.shutdown(10)
+    exported = await exported_rows(store_of(services, project_id), project_id)
+    assert sorted(r["id"] for r in exported["traces"]) == sorted(f"t{i}" for i in range(20))
