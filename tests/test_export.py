@@ -158,11 +158,11 @@ async def test_catch_up_chunks_chain_and_skip_empty_stretches(services: Any, pro
     from tracehouse.export.windows import file_time
 
     project_id, _ = project
-    start = _hour_floor(datetime.now(UTC)) - 4 * DAY
-    # Data written in two bursts two days apart, nothing in between.
+    start = _hour_floor(datetime.now(UTC)) - 5 * DAY
+    # Data written in two bursts a day apart, nothing in between; both more than two periods ago.
     await write_rows(services.clickhouse, "traces", project_id,
                      [{"id": f"a{i}", "event_ts": start + i * MINUTE} for i in range(40)]
-                     + [{"id": f"b{i}", "event_ts": start + 2 * DAY + i * MINUTE} for i in range(40)])
+                     + [{"id": f"b{i}", "event_ts": start + DAY + i * MINUTE} for i in range(40)])
     make_integration(services.metadata, project_id, exportFrequency="daily")
     enqueued: list[str] = []
     results = await run_until_idle(job(services, Clock(datetime.now(UTC)), enqueued=enqueued), project_id)
@@ -415,7 +415,7 @@ async def test_upload_failure_mid_multipart_is_aborted_split_and_retried(
     assert report.ok, report.as_json()
 
 
-async def test_failed_job_keeps_cursor_removes_its_files_and_retries_the_same_window(
+async def test_failed_job_keeps_cursor_and_retries_the_same_window(
         services: Any, project: Any, moto_endpoint: str, bucket: str) -> None:
     project_id, _ = project
     start = _hour_floor(datetime.now(UTC)) - DAY
@@ -430,13 +430,18 @@ async def test_failed_job_keeps_cursor_removes_its_files_and_retries_the_same_wi
     integration = state.load_integration(services.metadata, BOX, project_id)
     assert integration is not None and integration.last_sync_at == start  # the cursor did not move
     assert integration.pending_window is not None and integration.pending_window.end == start + HOUR
-    assert [i.key for i in await store.list(project_id)] == []  # the traces file was removed, no manifest
+    assert await manifests(store, project_id) == []  # nothing committed; the traces file is unreferenced
     progress = await _status(services, project_id)
     assert "injected" in progress["lastError"] and progress["exportedUntil"] == iso(start)
     # Retried later (the clock moved on), the job exports the same window, not a longer one.
     result = await job(services, Clock(start + 5 * HOUR)).run(project_id, owner="j2")
     assert result["window"] == {"start": iso(start), "end": iso(start + HOUR)} and result["rows"] == 2
     assert (await _status(services, project_id))["lastError"] is None
+    # Same window, same names: the earlier attempt's file was overwritten, nothing is left unreferenced.
+    [manifest] = await manifests(store, project_id)
+    referenced = {f["key"] for f in manifest["files"]}
+    assert {i.key for i in await store.list(project_id) if "/manifests/" not in i.key} == {
+        k.removeprefix(store.config.key_prefix) for k in referenced}
 
 
 async def _status(services: Any, project_id: str) -> dict[str, Any]:
@@ -676,3 +681,42 @@ async def test_export_worker_schedules_and_runs_jobs_through_the_queue(services:
         await runner.shutdown(10)
     exported = await exported_rows(store_of(services, project_id), project_id)
     assert sorted(r["id"] for r in exported["traces"]) == sorted(f"t{i}" for i in range(20))
+
+
+async def test_an_older_attempt_that_lost_its_lease_writes_no_manifest(services: Any, project: Any) -> None:
+    """The queue may re-run a job it thinks stalled while the first attempt still runs: the newer
+    attempt takes the lease over, and the older one stops before writing a manifest or moving the cursor."""
+    import asyncio
+
+    project_id, _ = project
+    start = _hour_floor(datetime.now(UTC)) - DAY
+    await write_rows(services.clickhouse, "traces", project_id, [{"id": "t1", "event_ts": start + MINUTE}])
+    await write_rows(services.clickhouse, "observations", project_id, [{"id": "o1", "event_ts": start + MINUTE}])
+    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=start.isoformat())
+    store = store_of(services, project_id)
+    in_observations, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    class SlowStore:
+        config = store.config
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def open_sync_writer(self, key: str, **kwargs: Any) -> Any:
+            if "/observations/" in key:
+                loop.call_soon_threadsafe(in_observations.set)
+                asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=30)
+            return store.open_sync_writer(key, **kwargs)
+
+    clock = Clock(start + HOUR + MINUTE)
+    first = asyncio.create_task(job(services, clock, store_for=lambda i: SlowStore()).run(project_id, owner="job-1"))
+    await asyncio.wait_for(in_observations.wait(), 30)
+    second = await job(services, clock).run(project_id, owner="job-1")  # the queue's re-run, same job id
+    assert second["rows"] == 2
+    release.set()
+    assert (await first) == {"skipped": "a newer attempt took this export over"}
+    [manifest] = await manifests(store, project_id)
+    assert sum(f["rows"] for f in manifest["files"]) == 2
+    integration = state.load_integration(services.metadata, BOX, project_id)
+    assert integration is not None and integration.last_sync_at == start + HOUR

@@ -9,8 +9,9 @@ Order of effects, and why each step is safe to repeat:
 3. The manifest is written last among the files: readers trust manifested files only.
 4. The cursor moves to the window's end in one conditional UPDATE. Only then is the window done.
 
-A failed attempt deletes the files it wrote; a killed one leaves them unreferenced, and its retry
-overwrites them (same names) or ignores them (a different split).
+A failed or killed attempt leaves its files unreferenced; the retry overwrites them (same names) or
+ignores them (a different split). Nothing is deleted: a file another attempt of the same window may
+have written, and a manifest may name, is never at risk.
 """
 
 from __future__ import annotations
@@ -97,10 +98,9 @@ class _Attempt:
     store: BlobStore
     fmt: FileFormat
     window: ExportWindow
-    owner: str
+    owner: str  # the lease token of this attempt
     written: list[ExportedFile] = field(default_factory=list)
     splits: int = 0
-    manifested: bool = False
 
 
 def manifest_key(project_id: str, window: ExportWindow) -> str:
@@ -111,6 +111,10 @@ def job_id(project_id: str, cursor: datetime | None) -> str:
     """One queued job per project and cursor position: the scheduler and the job's own chaining
     produce the same id for the same position, so the queue keeps only one."""
     return f"{project_id}-{file_time(cursor) if cursor else 'start'}"
+
+
+class LeaseLost(Exception):
+    """A newer attempt of this export took the project's lease; this one stops without side effects."""
 
 
 class ExportJob:
@@ -129,20 +133,24 @@ class ExportJob:
         self._log = get_logger("tracehouse.export")
 
     async def run(self, project_id: str, owner: str) -> dict[str, Any]:
-        """Export the project's next window, if one is due. `owner` identifies the queue job."""
+        """Export the project's next window, if one is due. `owner` is the queue job's id."""
         integration = await asyncio.to_thread(state.load_integration, self._metadata, self._box, project_id)
         if integration is None or not integration.enabled:
             reason = "no integration" if integration is None else "disabled"
             self._log.info("blob_export_skipped", projectId=project_id, reason=reason)
             return {"skipped": reason}
         now = self._clock()
-        if not await asyncio.to_thread(state.take_lease, self._metadata, project_id, owner, datetime.now(UTC)):
+        token = await asyncio.to_thread(state.take_lease, self._metadata, project_id, owner, datetime.now(UTC))
+        if token is None:
             self._log.info("blob_export_skipped", projectId=project_id, reason="another job is exporting it")
             return {"skipped": "another job is exporting this project"}
         try:
-            return await self._run_leased(integration, owner, now)
+            return await self._run_leased(integration, token, now)
+        except LeaseLost:
+            self._log.warning("blob_export_lease_lost", projectId=project_id, owner=owner)
+            return {"skipped": "a newer attempt took this export over"}
         finally:
-            await asyncio.to_thread(state.release_lease, self._metadata, project_id, owner)
+            await asyncio.to_thread(state.release_lease, self._metadata, project_id, token)
 
     async def _run_leased(self, integration: Integration, owner: str, now: datetime) -> dict[str, Any]:
         project_id = integration.project_id
@@ -151,7 +159,7 @@ class ExportJob:
         try:
             window = await self._next_window(integration, tables, now)
         except Exception as exc:
-            await self._failed(project_id, None, exc, started)
+            await self._failed(project_id, exc, started)
             raise
         if window is None:
             return {"waiting": True}
@@ -166,15 +174,17 @@ class ExportJob:
                 if self._metrics:
                     self._metrics.blob_export_table_duration.labels(table.name).observe(
                         (time.perf_counter() - table_started) * 1000)
+            await self._hold_lease(attempt)  # a newer attempt of this window writes the manifest instead
             await self._write_manifest(attempt, tables)
-            attempt.manifested = True
             figures = state.JobFigures(datetime.now(UTC), int((time.perf_counter() - started) * 1000),
                                        sum(f.rows for f in attempt.written), len(attempt.written))
             next_run = now if catching_up else window.end + integration.frequency + self._config.lag
-            moved = await asyncio.to_thread(state.advance_cursor, self._metadata, project_id, window, next_run,
-                                            figures)
+            moved = await asyncio.to_thread(state.advance_cursor, self._metadata, project_id, owner, window,
+                                            next_run, figures)
+        except LeaseLost:
+            raise
         except Exception as exc:
-            await self._failed(project_id, attempt, exc, started)
+            await self._failed(project_id, exc, started)
             raise
         mode = "catchup" if catching_up else "steady"
         self._log.info("blob_export_job_completed", projectId=project_id, durationMs=figures.duration_ms,
@@ -266,9 +276,14 @@ class ExportJob:
             return await self._export_table(attempt, table, first) + await self._export_table(attempt, table, second)
         if written is None:
             return []
-        attempt.written.append(written)  # for cleanup if a later table fails
-        await asyncio.to_thread(state.renew_lease, self._metadata, attempt.integration.project_id, attempt.owner)
+        attempt.written.append(written)
+        await self._hold_lease(attempt)
         return [written]
+
+    async def _hold_lease(self, attempt: _Attempt) -> None:
+        if not await asyncio.to_thread(state.renew_lease, self._metadata, attempt.integration.project_id,
+                                       attempt.owner):
+            raise LeaseLost(attempt.integration.project_id)
 
     def _write_file(self, attempt: _Attempt, table: ExportTable, window: ExportWindow) -> ExportedFile | None:
         """Blocking: stream the window's rows from ClickHouse into one object (runs in a thread)."""
@@ -311,18 +326,10 @@ class ExportJob:
                                 orjson.dumps(manifest, option=orjson.OPT_INDENT_2),
                                 content_type="application/json")
 
-    async def _failed(self, project_id: str, attempt: _Attempt | None, exc: BaseException, started: float) -> None:
+    async def _failed(self, project_id: str, exc: BaseException, started: float) -> None:
         duration_ms = int((time.perf_counter() - started) * 1000)
         reason = one_line_reason(exc)
         self._log.error("blob_export_failed", projectId=project_id, durationMs=duration_ms,
                         errorType=classify_error(str(exc)).value, error=reason[:500])
-        if attempt is not None and not attempt.manifested:
-            for written in attempt.written:  # never referenced by a manifest: remove them
-                key = written.key[len(attempt.store.config.key_prefix):]
-                try:
-                    await attempt.store.delete(key)
-                except Exception as cleanup_error:  # noqa: BLE001 - unreferenced files are harmless
-                    self._log.warning("blob_export_cleanup_failed", key=written.key,
-                                      error=one_line_reason(cleanup_error))
         await asyncio.to_thread(state.record_failure, self._metadata, project_id, f"{type(exc).__name__}: {reason}",
                                 datetime.now(UTC), duration_ms)

@@ -6,6 +6,7 @@ job's retry beside a fresh one) can never both move the cursor. Blocking; call f
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,18 +52,24 @@ def _is(column: Any, value: Any) -> Any:
     return column.is_(None) if value is None else column == value
 
 
-def take_lease(metadata: MetadataDB, project_id: str, owner: str, now: datetime) -> bool:
-    free = (Row.run_owner.is_(None) | (Row.run_owner == owner) | Row.run_started_at.is_(None)
-            | (Row.run_started_at < now - LEASE_STALE_AFTER))
-    return _update(metadata, project_id, free, run_owner=owner, run_started_at=now)
+def take_lease(metadata: MetadataDB, project_id: str, job_key: str, now: datetime) -> str | None:
+    """Take the project's export lease for one attempt of the queue job `job_key`; returns the token.
+
+    A new attempt of the same job (the queue re-running a stalled or killed job) takes the lease over
+    at once; any other job only once the lease is stale. The token is new per attempt, so an older
+    attempt still running somewhere notices (renew fails) and stops before writing a manifest."""
+    token = f"{job_key}#{uuid.uuid4().hex[:12]}"
+    free = (Row.run_owner.is_(None) | Row.run_owner.startswith(job_key + "#", autoescape=True)
+            | Row.run_started_at.is_(None) | (Row.run_started_at < now - LEASE_STALE_AFTER))
+    return token if _update(metadata, project_id, free, run_owner=token, run_started_at=now) else None
 
 
-def renew_lease(metadata: MetadataDB, project_id: str, owner: str) -> bool:
-    return _update(metadata, project_id, Row.run_owner == owner, run_started_at=datetime.now(UTC))
+def renew_lease(metadata: MetadataDB, project_id: str, token: str) -> bool:
+    return _update(metadata, project_id, Row.run_owner == token, run_started_at=datetime.now(UTC))
 
 
-def release_lease(metadata: MetadataDB, project_id: str, owner: str) -> None:
-    _update(metadata, project_id, Row.run_owner == owner, run_owner=None, run_started_at=None)
+def release_lease(metadata: MetadataDB, project_id: str, token: str) -> None:
+    _update(metadata, project_id, Row.run_owner == token, run_owner=None, run_started_at=None)
 
 
 def set_initial_cursor(metadata: MetadataDB, project_id: str, cursor: datetime) -> bool:
@@ -88,11 +95,12 @@ class JobFigures:
     files: int
 
 
-def advance_cursor(metadata: MetadataDB, project_id: str, window: ExportWindow, next_run: datetime,
+def advance_cursor(metadata: MetadataDB, project_id: str, token: str, window: ExportWindow, next_run: datetime,
                    figures: JobFigures) -> bool:
     """The commit point after the manifest: the window is done, the cursor moves to its end."""
     return _update(
-        metadata, project_id, Row.pending_window_start == window.start, Row.pending_window_end == window.end,
+        metadata, project_id, Row.run_owner == token,
+        Row.pending_window_start == window.start, Row.pending_window_end == window.end,
         last_sync_at=window.end, next_sync_at=next_run, pending_window_start=None, pending_window_end=None,
         last_error=None, last_error_at=None, last_job_finished_at=figures.finished_at,
         last_job_duration_ms=figures.duration_ms, last_job_rows=figures.rows, last_job_files=figures.files)
