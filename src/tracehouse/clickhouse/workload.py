@@ -25,6 +25,7 @@ class WorkloadSettings:
     max_threads: int  # 0 = the server's default (all cores)
     priority: int  # lower runs first; 0 = no priority
     timeout_ms: int
+    extra: tuple[tuple[str, Any], ...] = ()  # further settings of the class, sent as they are
 
     def query_settings(self) -> dict[str, Any]:
         """The ClickHouse settings sent with every query of this class."""
@@ -36,6 +37,7 @@ class WorkloadSettings:
         }
         if self.max_threads:
             settings["max_threads"] = self.max_threads
+        settings.update(self.extra)
         return settings
 
 
@@ -58,6 +60,9 @@ def workload_settings(settings: Settings) -> dict[Workload, WorkloadSettings]:
             settings.export_max_threads,
             settings.export_priority,
             settings.export_timeout_ms,
+            # Exports read in sorting-key order; each parallel read stream buffers a block. Unbuffered,
+            # small blocks keep memory flat however much a window holds (measured by bench/export.py).
+            extra=(("read_in_order_use_buffering", 0), ("max_block_size", 8192)),
         ),
     }
 
