@@ -154,6 +154,62 @@ def _log_rows(project_id: str, batch_key: str, received_at: datetime, events: li
     return rows
 
 
+EntityKey = tuple[str, str, str]  # (project_id, entity, entity_id)
+_HistoryRequest = tuple[set[EntityKey], "asyncio.Future[list[dict[str, Any]]]"]
+
+
+class HistoryReader:
+    """Reads entities' logged events for many concurrent jobs with one query per short tick.
+
+    Each job needs the history of its entities before merging. One query per job made these lookups
+    most of ClickHouse's work (planning and index lookups over every part, ~50 times a second at
+    5k events/s); jobs waiting in the same few milliseconds now share one query.
+    """
+
+    def __init__(self, clickhouse: ClickHouse, *, linger_s: float = 0.005, max_keys: int = 5000) -> None:
+        self._ch = clickhouse
+        self._linger_s = linger_s
+        self._max_keys = max_keys
+        self._waiting: list[_HistoryRequest] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def read(self, keys: set[EntityKey]) -> list[dict[str, Any]]:
+        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((keys, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
+        return await future
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self._linger_s)
+        while self._waiting:
+            taken: list[_HistoryRequest] = []
+            count = 0
+            while self._waiting and (not taken or count + len(self._waiting[0][0]) <= self._max_keys):
+                item = self._waiting.pop(0)
+                taken.append(item)
+                count += len(item[0])
+            keys = sorted(set().union(*(k for k, _ in taken)))
+            try:
+                rows = await self._ch.query(
+                    "SELECT project_id, entity, entity_id, event_id, event_type, event_time, body, received_at "
+                    "FROM ingestion_event_log WHERE (project_id, entity, entity_id) IN "
+                    "{keys:Array(Tuple(String, String, String))} "
+                    "ORDER BY event_ts DESC LIMIT 1 BY project_id, entity, entity_id, event_id",
+                    {"keys": keys}, workload=Workload.INGESTION)
+            except Exception as exc:  # noqa: BLE001 - every waiting job gets the failure (and is retried)
+                for _, future in taken:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            by_key: dict[EntityKey, list[dict[str, Any]]] = {}
+            for row in rows:
+                by_key.setdefault((row["project_id"], row["entity"], row["entity_id"]), []).append(row)
+            for wanted, future in taken:
+                if not future.done():
+                    future.set_result([r for key in wanted for r in by_key.get(key, ())])
+
+
 class IngestionProcessor:
     """The `ingestion-queue` processor."""
 
@@ -165,6 +221,7 @@ class IngestionProcessor:
         self._locks = locks
         self._metadata = metadata
         self._metrics = metrics
+        self._history_reader = HistoryReader(clickhouse)
         self._log = get_logger("tracehouse.ingestion")
 
     async def __call__(self, job: Any, token: str) -> dict[str, Any]:
@@ -203,13 +260,9 @@ class IngestionProcessor:
         return {table: len(table_rows) for table, table_rows in rows.items()}
 
     async def _history(self, project_id: str, entities: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
-        """Every logged event of these entities (one query, by the log's sorting key)."""
+        """Every logged event of these entities (by the log's sorting key, shared with concurrent jobs)."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        rows = await self._ch.query(
-            "SELECT entity, entity_id, event_id, event_type, event_time, body, received_at FROM ingestion_event_log "
-            "WHERE project_id = {p:String} AND (entity, entity_id) IN {keys:Array(Tuple(String, String))} "
-            "ORDER BY event_ts DESC LIMIT 1 BY entity, entity_id, event_id",
-            {"p": project_id, "keys": sorted(entities)}, workload=Workload.INGESTION)
+        rows = await self._history_reader.read({(project_id, entity, entity_id) for entity, entity_id in entities})
         for row in rows:
             slot = found.setdefault((row["entity"], row["entity_id"]), {"events": [], "created_at": row["received_at"]})
             slot["created_at"] = min(slot["created_at"], row["received_at"])
