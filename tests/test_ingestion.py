@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pyarrow as pa
 import pytest
 
 from helpers import rows_of, start_ingestion, until
@@ -278,3 +279,39 @@ async def test_concurrent_batches_for_one_entity_keep_every_update(services, pro
 async def _with_tags(services, project_id, n):
     rows = await rows_of(services, "traces", project_id)
     return rows[0] if rows and len(rows[0]["tags"]) == n else None
+
+
+async def test_history_reads_of_concurrent_jobs_share_one_query(services, project):
+    """Jobs waiting at the same moment get their own entities' events from one event-log query."""
+    from tracehouse.ingestion.service import HistoryReader
+
+    project_id, _ = project
+    now = datetime.now(UTC)
+    await services.clickhouse.insert_arrow("ingestion_event_log", pa.Table.from_pylist([
+        {"project_id": project_id, "entity": "trace", "entity_id": f"h{i}", "event_id": f"e{i}",
+         "event_type": "trace-create", "event_time": now, "body": json.dumps({"id": f"h{i}"}), "batch_key": "k",
+         "received_at": now, "event_ts": now} for i in range(6)]), workload=Workload.INGESTION)
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.queries = inner, 0
+
+        async def query(self, *args, **kwargs):
+            self.queries += 1
+            return await self.inner.query(*args, **kwargs)
+
+    counting = Counting(services.clickhouse)
+    reader = HistoryReader(counting)
+    results = await asyncio.gather(*(reader.read({(project_id, "trace", f"h{i}"), (project_id, "trace", "none")})
+                                     for i in range(6)))
+    assert counting.queries == 1
+    assert [[r["event_id"] for r in rows] for rows in results] == [[f"e{i}"] for i in range(6)]
+
+    class Failing:
+        async def query(self, *args, **kwargs):
+            raise ClickHouseError("Code: 241. memory limit exceeded", ClickHouseErrorKind.MEMORY_LIMIT)
+
+    failing = HistoryReader(Failing())
+    outcomes = await asyncio.gather(*(failing.read({(project_id, "trace", "x")}) for _ in range(3)),
+                                    return_exceptions=True)
+    assert all(isinstance(o, ClickHouseError) for o in outcomes)  # every waiting job fails (and is retried)
