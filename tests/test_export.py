@@ -720,3 +720,19 @@ async def test_an_older_attempt_that_lost_its_lease_writes_no_manifest(services:
     assert sum(f["rows"] for f in manifest["files"]) == 2
     integration = state.load_integration(services.metadata, BOX, project_id)
     assert integration is not None and integration.last_sync_at == start + HOUR
+
+
+async def test_undecryptable_secret_fails_the_job_and_shows_in_status(
+        services: Any, project: Any, moto_endpoint: str, bucket: str) -> None:
+    from export_helpers import config
+    from tracehouse.errors import ConfigError
+    from tracehouse.export.crypto import SecretBox
+    from tracehouse.export.service import ExportJob
+
+    project_id, _ = project
+    make_integration(services.metadata, project_id, **s3_integration(moto_endpoint, bucket))
+    wrong_key = ExportJob(clickhouse=services.clickhouse, metadata=services.metadata, box=SecretBox("77" * 32),
+                          config=config(services.settings.data_dir))
+    with pytest.raises(ConfigError):
+        await wrong_key.run(project_id, owner="j")
+    assert "ConfigError" in (await _status(services, project_id))["lastError"]

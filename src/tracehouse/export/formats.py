@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, BinaryIO, Protocol
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -195,10 +198,6 @@ class _CsvEncoder:
 
 def read_id_versions(data: bytes, file_type: str, gzipped: bool) -> tuple[list[str], list[int]]:
     """(ids, event_ts in epoch ms) of an export file, for verification."""
-    import io
-
-    import pyarrow.compute as pc
-
     if gzipped:
         data = gzip.decompress(data)
     if file_type == "PARQUET":
@@ -218,8 +217,6 @@ def read_id_versions(data: bytes, file_type: str, gzipped: bool) -> tuple[list[s
 
 
 def _text_ms(text: str) -> int:
-    from datetime import UTC, datetime
-
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)

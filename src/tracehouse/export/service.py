@@ -36,7 +36,7 @@ from tracehouse.export.crypto import SecretBox
 from tracehouse.export.destination import destination_store
 from tracehouse.export.formats import FileFormat, write_batches
 from tracehouse.export.integrations import Integration
-from tracehouse.export.tables import ExportTable, tables_for, window_params
+from tracehouse.export.tables import ExportTable, first_row_query, tables_for, window_params
 from tracehouse.export.windows import (
     ExportWindow,
     file_time,
@@ -45,6 +45,7 @@ from tracehouse.export.windows import (
     iso_ms,
     plan_window,
     skippable_until,
+    to_ms,
 )
 from tracehouse.logging import get_logger
 from tracehouse.metadata import MetadataDB
@@ -134,7 +135,11 @@ class ExportJob:
 
     async def run(self, project_id: str, owner: str) -> dict[str, Any]:
         """Export the project's next window, if one is due. `owner` is the queue job's id."""
-        integration = await asyncio.to_thread(state.load_integration, self._metadata, self._box, project_id)
+        try:
+            integration = await asyncio.to_thread(state.load_integration, self._metadata, self._box, project_id)
+        except Exception as exc:  # e.g. a secret the ENCRYPTION_KEY cannot decrypt: show it in the status
+            await self._failed(project_id, exc, time.perf_counter())
+            raise
         if integration is None or not integration.enabled:
             reason = "no integration" if integration is None else "disabled"
             self._log.info("blob_export_skipped", projectId=project_id, reason=reason)
@@ -243,11 +248,7 @@ class ExportJob:
 
     async def _first_row(self, project_id: str, tables: list[ExportTable], after: datetime) -> datetime | None:
         """Earliest event_ts at or after `after` in the exported tables (None when there is none)."""
-        sql = " UNION ALL ".join(
-            f"SELECT toUnixTimestamp64Milli(min(event_ts)) AS first, count() AS n FROM {t.name} "
-            "WHERE project_id = {project_id:String} AND event_ts >= fromUnixTimestamp64Milli({after_ms:Int64})"
-            for t in tables)
-        rows = await self._ch.query(sql, {"project_id": project_id, "after_ms": int(after.timestamp() * 1000)},
+        rows = await self._ch.query(first_row_query(tables), {"project_id": project_id, "after_ms": to_ms(after)},
                                     workload=Workload.EXPORT)
         found = [int(r["first"]) for r in rows if int(r["n"]) > 0]
         return from_ms(min(found)) if found else None

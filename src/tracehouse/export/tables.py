@@ -73,8 +73,9 @@ def tables_for(project_id: str, trace_only_projects: frozenset[str]) -> list[Exp
     return [TABLES["scores"], TABLES["traces"], TABLES["observations"]]
 
 
-FIRST_ROW_SQL = " UNION ALL ".join(
-    f"SELECT min(event_ts) AS first, count() AS n FROM {name} WHERE project_id = {{project_id:String}} "
-    "AND event_ts >= fromUnixTimestamp64Milli({after_ms:Int64})"
-    for name in TABLES
-)
+def first_row_query(tables: list[ExportTable]) -> str:
+    """Earliest event_ts (epoch ms) at or after `after_ms` per table, with the count of such rows."""
+    return " UNION ALL ".join(
+        f"SELECT toUnixTimestamp64Milli(min(event_ts)) AS first, count() AS n FROM {t.name} "
+        "WHERE project_id = {project_id:String} AND event_ts >= fromUnixTimestamp64Milli({after_ms:Int64})"
+        for t in tables)

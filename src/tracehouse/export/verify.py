@@ -17,6 +17,7 @@ from typing import Any
 
 from tracehouse.blobs import BlobStore
 from tracehouse.clickhouse import ClickHouse, Workload
+from tracehouse.export.formats import read_id_versions
 from tracehouse.export.windows import ExportWindow, to_ms
 
 MAX_LISTED = 20  # ids listed per problem; counts are always complete
@@ -115,8 +116,6 @@ async def verify_export(clickhouse: ClickHouse, store: BlobStore, project_id: st
 
 async def _read_versions(store: BlobStore, entry: dict[str, Any], manifest: dict[str, Any],
                          report: VerifyReport) -> tuple[list[str], list[int]]:
-    from tracehouse.export.formats import read_id_versions
-
     prefix = store.config.key_prefix
     key = entry["key"][len(prefix):] if entry["key"].startswith(prefix) else entry["key"]
     try:
