@@ -67,17 +67,78 @@ START_SPREAD_MS = 7 * 86_400_000  # start_time over the 7 days before that
 RESULT = "BENCH_RESULT "
 MiB = 1024 * 1024
 # Environment that would point a child away from its scratch folder (or off this machine).
-_FOREIGN_ENV = ("CLICKHOUSE_URL", "CLICKHOUSE_EXPORT_URL", "DATABASE_URL", "TRACEHOUSE_DATA_DIR", "REDIS_URL",
-                "REDIS_CONNECTION_STRING")
+_FOREIGN_ENV = (
+    "CLICKHOUSE_URL",
+    "CLICKHOUSE_EXPORT_URL",
+    "DATABASE_URL",
+    "TRACEHOUSE_DATA_DIR",
+    "REDIS_URL",
+    "REDIS_CONNECTION_STRING",
+)
 
 # About 60 distinct words: text that compresses like prose, not like a repeated byte.
 _WORDS = (
-    "the", "a", "of", "to", "and", "in", "is", "for", "on", "with", "that", "as", "by", "this", "from",
-    "model", "answer", "user", "question", "context", "document", "retrieval", "query", "search", "result",
-    "token", "prompt", "system", "assistant", "tool", "call", "function", "json", "value", "error", "latency",
-    "cost", "output", "input", "summary", "report", "table", "customer", "order", "invoice", "product",
-    "support", "ticket", "policy", "refund", "shipping", "account", "password", "email", "meeting", "schedule",
-    "weather", "travel", "booking", "hotel", "flight",
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "for",
+    "on",
+    "with",
+    "that",
+    "as",
+    "by",
+    "this",
+    "from",
+    "model",
+    "answer",
+    "user",
+    "question",
+    "context",
+    "document",
+    "retrieval",
+    "query",
+    "search",
+    "result",
+    "token",
+    "prompt",
+    "system",
+    "assistant",
+    "tool",
+    "call",
+    "function",
+    "json",
+    "value",
+    "error",
+    "latency",
+    "cost",
+    "output",
+    "input",
+    "summary",
+    "report",
+    "table",
+    "customer",
+    "order",
+    "invoice",
+    "product",
+    "support",
+    "ticket",
+    "policy",
+    "refund",
+    "shipping",
+    "account",
+    "password",
+    "email",
+    "meeting",
+    "schedule",
+    "weather",
+    "travel",
+    "booking",
+    "hotel",
+    "flight",
 )
 
 
@@ -87,8 +148,10 @@ def _insert_sql(offset: int, count: int, total: int, event_base_ms: int) -> str:
     words = len(_WORDS)
 
     def text(salt: int, n_words: int) -> str:
-        return (f"arrayStringConcat(arrayMap(j -> vocab[1 + cityHash64(number, j, {salt}) % {words}], "
-                f"range({n_words})), ' ')")
+        return (
+            f"arrayStringConcat(arrayMap(j -> vocab[1 + cityHash64(number, j, {salt}) % {words}], "
+            f"range({n_words})), ' ')"
+        )
 
     return f"""
 INSERT INTO observations (id, trace_id, project_id, environment, type, parent_observation_id, start_time,
@@ -168,11 +231,17 @@ async def _load(args: argparse.Namespace) -> None:
             "SELECT count() AS parts, sum(rows) AS rows, sum(data_compressed_bytes) AS compressed, "
             "sum(data_uncompressed_bytes) AS uncompressed FROM system.parts "
             "WHERE database = currentDatabase() AND table = 'observations' AND active",
-            workload=Workload.INGESTION)
+            workload=Workload.INGESTION,
+        )
     finally:
         ch.close()
-    _report({**{k: int(v) for k, v in parts[0].items()}, "insert_s": inserted - started,
-             "optimize_s": time.perf_counter() - inserted})
+    _report(
+        {
+            **{k: int(v) for k, v in parts[0].items()},
+            "insert_s": inserted - started,
+            "optimize_s": time.perf_counter() - inserted,
+        }
+    )
 
 
 def _data_window(base_ms: int) -> ExportWindow:
@@ -197,17 +266,34 @@ def _bare(args: argparse.Namespace) -> None:
             yield batch
 
     started, cpu = time.perf_counter(), _cpu_s()
-    batches = ch.stream_blocking(TABLES["observations"].window_query(),
-                                 window_params(PROJECT, _data_window(args.base_ms)),
-                                 workload=Workload.EXPORT, batch_rows=row_group_rows)
+    batches = ch.stream_blocking(
+        TABLES["observations"].window_query(),
+        window_params(PROJECT, _data_window(args.base_ms)),
+        workload=Workload.EXPORT,
+        batch_rows=row_group_rows,
+    )
     with closing(batches):  # type: ignore[type-var]
-        written = write_batches(counted(batches), lambda: open(path, "wb"),  # noqa: SIM115 - entered by write_batches
-                                FileFormat("PARQUET", False), row_group_rows=row_group_rows)
+        written = write_batches(
+            counted(batches),
+            lambda: open(path, "wb"),  # noqa: SIM115 - entered by write_batches
+            FileFormat("PARQUET", False),
+            row_group_rows=row_group_rows,
+        )
     seconds, cpu = time.perf_counter() - started, _cpu_s() - cpu
     ch.close()
-    _report({"mode": "bare", "rows": written.rows if written else 0, "seconds": seconds, "cpu_s": cpu,
-             "parquet_bytes": path.stat().st_size if path.exists() else 0, "arrow_bytes": arrow_bytes,
-             "row_group_rows": row_group_rows, "rss_before_mib": before["rss_mib"], **_rss()})
+    _report(
+        {
+            "mode": "bare",
+            "rows": written.rows if written else 0,
+            "seconds": seconds,
+            "cpu_s": cpu,
+            "parquet_bytes": path.stat().st_size if path.exists() else 0,
+            "arrow_bytes": arrow_bytes,
+            "row_group_rows": row_group_rows,
+            "rss_before_mib": before["rss_mib"],
+            **_rss(),
+        }
+    )
 
 
 async def _job(args: argparse.Namespace) -> None:
@@ -221,14 +307,31 @@ async def _job(args: argparse.Namespace) -> None:
     metadata.migrate()
     create_project(metadata, "bench export", PROJECT)
     box = SecretBox(None)
-    upsert_integration(metadata, box, IntegrationRequest.model_validate({
-        "projectId": PROJECT, "type": "LOCAL", "bucketName": "bench", "exportFrequency": "hourly",
-        "fileType": "PARQUET", "exportMode": "FULL_HISTORY"}))
-    config = dataclasses.replace(ExportConfig.from_settings(settings), lag=timedelta(seconds=1),
-                                 min_window=timedelta(seconds=60), row_group_rows=row_group_rows,
-                                 trace_only_projects=frozenset(), data_dir=args.run_dir)
-    job = ExportJob(clickhouse=ch, metadata=metadata, box=box, config=config,
-                    clock=lambda: datetime.now(UTC) + timedelta(days=1))
+    upsert_integration(
+        metadata,
+        box,
+        IntegrationRequest.model_validate(
+            {
+                "projectId": PROJECT,
+                "type": "LOCAL",
+                "bucketName": "bench",
+                "exportFrequency": "hourly",
+                "fileType": "PARQUET",
+                "exportMode": "FULL_HISTORY",
+            }
+        ),
+    )
+    config = dataclasses.replace(
+        ExportConfig.from_settings(settings),
+        lag=timedelta(seconds=1),
+        min_window=timedelta(seconds=60),
+        row_group_rows=row_group_rows,
+        trace_only_projects=frozenset(),
+        data_dir=args.run_dir,
+    )
+    job = ExportJob(
+        clickhouse=ch, metadata=metadata, box=box, config=config, clock=lambda: datetime.now(UTC) + timedelta(days=1)
+    )
     before = _rss()
     runs: list[dict[str, Any]] = []
     started, cpu = time.perf_counter(), _cpu_s()
@@ -247,18 +350,47 @@ async def _job(args: argparse.Namespace) -> None:
     rows = 0
     for manifest in exported.rglob("manifests/*.json"):
         rows += json.loads(manifest.read_text())["rows"]["observations"]
-    _report({"mode": "job", "rows": rows, "seconds": seconds, "cpu_s": cpu, "parquet_bytes": observations,
-             "all_bytes": total, "runs": runs, "row_group_rows": row_group_rows,
-             "rss_before_mib": before["rss_mib"], **_rss()})
+    _report(
+        {
+            "mode": "job",
+            "rows": rows,
+            "seconds": seconds,
+            "cpu_s": cpu,
+            "parquet_bytes": observations,
+            "all_bytes": total,
+            "runs": runs,
+            "row_group_rows": row_group_rows,
+            "rss_before_mib": before["rss_mib"],
+            **_rss(),
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # The parent: load, measure, summarize
 # --------------------------------------------------------------------------------------------
-def _child(role: str, scratch: Path, rows: int, base_ms: int, *, row_group_rows: int | None = None,
-           run_dir: Path | None = None, timeout: float = 3600) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--role", role, "--scratch", str(scratch),
-               "--rows", str(rows), "--base-ms", str(base_ms)]
+def _child(
+    role: str,
+    scratch: Path,
+    rows: int,
+    base_ms: int,
+    *,
+    row_group_rows: int | None = None,
+    run_dir: Path | None = None,
+    timeout: float = 3600,
+) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--role",
+        role,
+        "--scratch",
+        str(scratch),
+        "--rows",
+        str(rows),
+        "--base-ms",
+        str(base_ms),
+    ]
     if row_group_rows:
         command += ["--row-group-rows", str(row_group_rows)]
     if run_dir is not None:
@@ -268,7 +400,7 @@ def _child(role: str, scratch: Path, rows: int, base_ms: int, *, row_group_rows:
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{role} process failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return dict(json.loads(lines[-1][len(RESULT):]))
+    return dict(json.loads(lines[-1][len(RESULT) :]))
 
 
 @dataclasses.dataclass
@@ -315,9 +447,12 @@ def _measure_size(rows: int, rounds: int, row_group_rows: int | None, base_ms: i
     try:
         print(f"[{rows:,} rows] loading into {scratch} ...", flush=True)
         loaded = _child("load", scratch, rows, base_ms)
-        print(f"[{rows:,} rows] loaded in {loaded['insert_s']:.1f}s (+ OPTIMIZE FINAL {loaded['optimize_s']:.1f}s): "
-              f"{loaded['rows']:,} rows in {loaded['parts']} parts, {loaded['uncompressed'] / 1e6:,.0f} MB "
-              f"uncompressed, {loaded['compressed'] / 1e6:,.0f} MB on disk", flush=True)
+        print(
+            f"[{rows:,} rows] loaded in {loaded['insert_s']:.1f}s (+ OPTIMIZE FINAL {loaded['optimize_s']:.1f}s): "
+            f"{loaded['rows']:,} rows in {loaded['parts']} parts, {loaded['uncompressed'] / 1e6:,.0f} MB "
+            f"uncompressed, {loaded['compressed'] / 1e6:,.0f} MB on disk",
+            flush=True,
+        )
         if loaded["rows"] != rows:
             raise SystemExit(f"loaded {loaded['rows']} rows, expected {rows}")
         figures = SizeFigures(rows, loaded, [], [])
@@ -330,10 +465,13 @@ def _measure_size(rows: int, rounds: int, row_group_rows: int | None, base_ms: i
                     raise SystemExit(f"{mode} exported {result['rows']} observations, expected {rows}")
                 getattr(figures, mode).append(result)
                 extra = f", {len(result['runs'])} job runs" if mode == "job" else ""
-                print(f"[{rows:,} rows] round {round_no + 1} {mode}: {result['seconds']:.2f}s "
-                      f"({result['cpu_s']:.2f} CPU s), "
-                      f"{result['parquet_bytes'] / 1e6:,.0f} MB Parquet, peak RSS {result['hwm_mib']:,.0f} MiB "
-                      f"(RSS {result['rss_before_mib']:,.0f} MiB before exporting){extra}", flush=True)
+                print(
+                    f"[{rows:,} rows] round {round_no + 1} {mode}: {result['seconds']:.2f}s "
+                    f"({result['cpu_s']:.2f} CPU s), "
+                    f"{result['parquet_bytes'] / 1e6:,.0f} MB Parquet, peak RSS {result['hwm_mib']:,.0f} MiB "
+                    f"(RSS {result['rss_before_mib']:,.0f} MiB before exporting){extra}",
+                    flush=True,
+                )
         return figures
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -342,24 +480,32 @@ def _measure_size(rows: int, rounds: int, row_group_rows: int | None, base_ms: i
 def _summary(sizes: list[SizeFigures]) -> None:
     first = sizes[0]
     print()
-    print(f"row group / batch rows: {first.bare[0]['row_group_rows']:,}; "
-          f"Arrow bytes per row {first.arrow_bytes / first.rows:,.0f}, Parquet bytes per row "
-          f"{statistics.median(r['parquet_bytes'] for r in first.bare) / first.rows:,.0f}")
-    header = (f"{'rows':>10} | {'job rows/s':>10} {'MB/s pq':>8} {'MB/s arw':>8} | {'bare rows/s':>11} "
-              f"{'MB/s pq':>8} {'MB/s arw':>8} | {'ratio':>5} | {'peak job':>8} {'peak bare':>9} (MiB)")
+    print(
+        f"row group / batch rows: {first.bare[0]['row_group_rows']:,}; "
+        f"Arrow bytes per row {first.arrow_bytes / first.rows:,.0f}, Parquet bytes per row "
+        f"{statistics.median(r['parquet_bytes'] for r in first.bare) / first.rows:,.0f}"
+    )
+    header = (
+        f"{'rows':>10} | {'job rows/s':>10} {'MB/s pq':>8} {'MB/s arw':>8} | {'bare rows/s':>11} "
+        f"{'MB/s pq':>8} {'MB/s arw':>8} | {'ratio':>5} | {'peak job':>8} {'peak bare':>9} (MiB)"
+    )
     print(header)
     print("-" * len(header))
     for s in sizes:
-        print(f"{s.rows:>10,} | {s.rows_per_s('job'):>10,.0f} {s.parquet_mb_per_s('job'):>8.1f} "
-              f"{s.arrow_mb_per_s('job'):>8.1f} | {s.rows_per_s('bare'):>11,.0f} {s.parquet_mb_per_s('bare'):>8.1f} "
-              f"{s.arrow_mb_per_s('bare'):>8.1f} | {s.ratio:>5.3f} | {s.peak_mib('job'):>8,.0f} "
-              f"{s.peak_mib('bare'):>9,.0f}")
+        print(
+            f"{s.rows:>10,} | {s.rows_per_s('job'):>10,.0f} {s.parquet_mb_per_s('job'):>8.1f} "
+            f"{s.arrow_mb_per_s('job'):>8.1f} | {s.rows_per_s('bare'):>11,.0f} {s.parquet_mb_per_s('bare'):>8.1f} "
+            f"{s.arrow_mb_per_s('bare'):>8.1f} | {s.ratio:>5.3f} | {s.peak_mib('job'):>8,.0f} "
+            f"{s.peak_mib('bare'):>9,.0f}"
+        )
     print("(MB/s pq = Parquet bytes written per second; MB/s arw = the query's Arrow batches per second)")
     print()
     ratio_ok = all(s.ratio >= 0.8 for s in sizes)
-    print(f"ratio job/bare >= 0.8:      {'PASS' if ratio_ok else 'FAIL'} "
-          f"({', '.join(f'{s.ratio:.3f}' for s in sizes)}; by CPU time: "
-          f"{', '.join(f'{s.cpu_ratio:.3f}' for s in sizes)})")
+    print(
+        f"ratio job/bare >= 0.8:      {'PASS' if ratio_ok else 'FAIL'} "
+        f"({', '.join(f'{s.ratio:.3f}' for s in sizes)}; by CPU time: "
+        f"{', '.join(f'{s.cpu_ratio:.3f}' for s in sizes)})"
+    )
     if len(sizes) < 2:
         print("peak RSS growth:            not measured (give two sizes)")
         return
@@ -369,18 +515,24 @@ def _summary(sizes: list[SizeFigures]) -> None:
         added_first = first.peak_mib(mode) - first.before_mib(mode)
         added_last = last.peak_mib(mode) - last.before_mib(mode)
         verdict = ("PASS" if growth < 20 else "FAIL") if mode == "job" else "(reference)"
-        print(f"{mode} peak RSS growth:{'' if mode == 'bare' else ' '}      {verdict} {growth:+.1f}% "
-              f"({first.peak_mib(mode):,.0f} -> {last.peak_mib(mode):,.0f} MiB for {first.rows:,} -> "
-              f"{last.rows:,} rows; above the RSS before exporting: {added_first:,.0f} -> {added_last:,.0f} MiB)")
+        print(
+            f"{mode} peak RSS growth:{'' if mode == 'bare' else ' '}      {verdict} {growth:+.1f}% "
+            f"({first.peak_mib(mode):,.0f} -> {last.peak_mib(mode):,.0f} MiB for {first.rows:,} -> "
+            f"{last.rows:,} rows; above the RSS before exporting: {added_first:,.0f} -> {added_last:,.0f} MiB)"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000000,2000000", help="observation counts, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="measurements per size and mode (median)")
-    parser.add_argument("--row-group-rows", type=int, default=None,
-                        help="Parquet row group and batch rows (default: "
-                             "LANGFUSE_CLICKHOUSE_DATA_EXPORT_PARQUET_ROW_GROUP_SIZE, 50,000)")
+    parser.add_argument(
+        "--row-group-rows",
+        type=int,
+        default=None,
+        help="Parquet row group and batch rows (default: "
+        "LANGFUSE_CLICKHOUSE_DATA_EXPORT_PARQUET_ROW_GROUP_SIZE, 50,000)",
+    )
     # Internal: how the parent starts its loader and measuring processes.
     parser.add_argument("--role", choices=("main", "load", "bare", "job"), default="main", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
@@ -402,18 +554,24 @@ def main() -> None:
     free = shutil.disk_usage(tempfile.gettempdir()).free
     needed = max(sizes) * 2_000  # ~0.5 KB/row stored + ~0.5 KB/row per Parquet file, with room to spare
     if free < needed:
-        raise SystemExit(f"{free / 1e9:.1f} GB free under /tmp, need about {needed / 1e9:.1f} GB for "
-                         f"{max(sizes):,} rows")
+        raise SystemExit(
+            f"{free / 1e9:.1f} GB free under /tmp, need about {needed / 1e9:.1f} GB for {max(sizes):,} rows"
+        )
     # All event_ts fall in the 15-minute window that starts here; the job's clock runs a day ahead,
     # so every row is behind its horizon.
     base_ms = int(floor_to(datetime.now(UTC) - timedelta(days=1), WINDOW).timestamp() * 1000)
     started = time.perf_counter()
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs "
-          "(other work on the machine slows both modes, and not equally; see the CPU-time ratio)", flush=True)
+    print(
+        f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs "
+        "(other work on the machine slows both modes, and not equally; see the CPU-time ratio)",
+        flush=True,
+    )
     figures = [_measure_size(rows, args.rounds, args.row_group_rows, base_ms) for rows in sizes]
     _summary(figures)
-    print(f"\ntotal bench time {time.perf_counter() - started:.0f}s; load average at the end: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"\ntotal bench time {time.perf_counter() - started:.0f}s; load average at the end: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
 
 
 if __name__ == "__main__":

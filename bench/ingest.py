@@ -79,13 +79,24 @@ async def main() -> None:
     parser.add_argument("--redis", default=None, help="REDIS_URL for serve (default: embedded)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    env = {**os.environ, "TRACEHOUSE_DATA_DIR": str(work / "data"), "LANGFUSE_INIT_PROJECT_ID": "bench",
-           "LANGFUSE_INIT_PROJECT_PUBLIC_KEY": "pk-lf-bench", "LANGFUSE_INIT_PROJECT_SECRET_KEY": "sk-lf-bench",
-           "TRACEHOUSE_LOG_LEVEL": "warning", "REDIS_KEY_PREFIX": f"bench{os.getpid()}"}
+    env = {
+        **os.environ,
+        "TRACEHOUSE_DATA_DIR": str(work / "data"),
+        "LANGFUSE_INIT_PROJECT_ID": "bench",
+        "LANGFUSE_INIT_PROJECT_PUBLIC_KEY": "pk-lf-bench",
+        "LANGFUSE_INIT_PROJECT_SECRET_KEY": "sk-lf-bench",
+        "TRACEHOUSE_LOG_LEVEL": "warning",
+        "REDIS_KEY_PREFIX": f"bench{os.getpid()}",
+    }
     if args.redis:
         env["REDIS_URL"] = args.redis
-    serve = subprocess.Popen([sys.executable, "-m", "tracehouse", "serve", "--port", str(args.port)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "tracehouse", "serve", "--port", str(args.port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     base = f"http://127.0.0.1:{args.port}"
     try:
         for line in serve.stdout:  # type: ignore[union-attr]
@@ -96,31 +107,44 @@ async def main() -> None:
         bodies = prepare(config)  # generated before the clock starts: the generator shares our 2 cores
         print(f"sending {events:,} events ({args.traces:,} traces) with {args.concurrency} requests in flight ...")
         started = time.perf_counter()
-        stats = await send(base, "pk-lf-bench", "sk-lf-bench", config, concurrency=args.concurrency,
-                           prepared=bodies)
+        stats = await send(base, "pk-lf-bench", "sk-lf-bench", config, concurrency=args.concurrency, prepared=bodies)
         accepted = time.perf_counter()
         done = await _wait_drained(base, stats.batches)
         metrics = httpx.get(f"{base}/metrics").text
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(60)
-    rows = sum(_metric(metrics, "ingestion_rows_written_total", f'{{table="{t}"}}')
-               for t in ("traces", "observations", "scores"))
-    raw = subprocess.run([sys.executable, "-c", RAW_INSERT, str(work / "data" / "clickhouse"), str(work / "raw")],
-                         capture_output=True, text=True, timeout=900)
+    rows = sum(
+        _metric(metrics, "ingestion_rows_written_total", f'{{table="{t}"}}')
+        for t in ("traces", "observations", "scores")
+    )
+    raw = subprocess.run(
+        [sys.executable, "-c", RAW_INSERT, str(work / "data" / "clickhouse"), str(work / "raw")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if raw.returncode != 0:
         raise SystemExit(raw.stderr[-2000:])
     raw_result = json.loads(raw.stdout.strip().splitlines()[-1])
     e2e_seconds = done - started
     raw_rows_per_s = raw_result["rows"] / raw_result["seconds"]
-    print(f"accepted over HTTP:       {stats.events:,} events in {accepted - started:.1f}s "
-          f"({stats.events / (accepted - started):,.0f} events/s), rejected {stats.rejected}")
-    print(f"end to end (verified):    {stats.events / e2e_seconds:,.0f} events/s, "
-          f"{rows / e2e_seconds:,.0f} final rows/s over {e2e_seconds:.1f}s (target >= 5,000 events/s)")
-    print(f"API latency per batch:    p50 {stats.median_ms:.1f} ms, p95 {stats.percentile(0.95):.1f} ms "
-          f"({config.batch_events} events, {args.concurrency} in flight; target p95 < 150 ms)")
-    print(f"raw chDB Arrow insert:    {raw_result['rows']:,} rows in {raw_result['seconds']:.2f}s "
-          f"({raw_rows_per_s:,.0f} rows/s, 1,000-row inserts)")
+    print(
+        f"accepted over HTTP:       {stats.events:,} events in {accepted - started:.1f}s "
+        f"({stats.events / (accepted - started):,.0f} events/s), rejected {stats.rejected}"
+    )
+    print(
+        f"end to end (verified):    {stats.events / e2e_seconds:,.0f} events/s, "
+        f"{rows / e2e_seconds:,.0f} final rows/s over {e2e_seconds:.1f}s (target >= 5,000 events/s)"
+    )
+    print(
+        f"API latency per batch:    p50 {stats.median_ms:.1f} ms, p95 {stats.percentile(0.95):.1f} ms "
+        f"({config.batch_events} events, {args.concurrency} in flight; target p95 < 150 ms)"
+    )
+    print(
+        f"raw chDB Arrow insert:    {raw_result['rows']:,} rows in {raw_result['seconds']:.2f}s "
+        f"({raw_rows_per_s:,.0f} rows/s, 1,000-row inserts)"
+    )
     print(f"ratio end-to-end/raw:     {(rows / e2e_seconds) / raw_rows_per_s:.3f} (final rows/s vs raw rows/s)")
 
 

@@ -53,36 +53,53 @@ def trace_chunk(start: int, count: int, rng: np.random.Generator) -> pa.Table:
     names = np.array(["chat", "rag", "agent", "summarize"])[rng.integers(0, 4, count)]
     envs = np.array(["production", "staging"])[rng.integers(0, 2, count)]
     text = "x" * 200
-    return pa.table({
-        "id": _ids("t", start, count), "project_id": pa.array([PROJECT] * count),
-        "timestamp": pa.array(stamps, pa.timestamp("ms", tz="UTC")), "name": pa.array(names),
-        "user_id": pa.array([f"user-{u}" for u in users]), "session_id": pa.array([f"s-{s}" for s in sessions]),
-        "environment": pa.array(envs), "tags": pa.array([["beta"] if u % 3 == 0 else [] for u in users]),
-        "metadata": pa.array([[("plan", "pro")]] * count, pa.map_(pa.string(), pa.string())),
-        "input": pa.array([text] * count), "output": pa.array([text] * count),
-        "created_at": pa.array(stamps, pa.timestamp("ms", tz="UTC")),
-        "event_ts": pa.array(stamps, pa.timestamp("ms", tz="UTC")), "is_deleted": pa.array([0] * count, pa.uint8()),
-    })
+    return pa.table(
+        {
+            "id": _ids("t", start, count),
+            "project_id": pa.array([PROJECT] * count),
+            "timestamp": pa.array(stamps, pa.timestamp("ms", tz="UTC")),
+            "name": pa.array(names),
+            "user_id": pa.array([f"user-{u}" for u in users]),
+            "session_id": pa.array([f"s-{s}" for s in sessions]),
+            "environment": pa.array(envs),
+            "tags": pa.array([["beta"] if u % 3 == 0 else [] for u in users]),
+            "metadata": pa.array([[("plan", "pro")]] * count, pa.map_(pa.string(), pa.string())),
+            "input": pa.array([text] * count),
+            "output": pa.array([text] * count),
+            "created_at": pa.array(stamps, pa.timestamp("ms", tz="UTC")),
+            "event_ts": pa.array(stamps, pa.timestamp("ms", tz="UTC")),
+            "is_deleted": pa.array([0] * count, pa.uint8()),
+        }
+    )
 
 
-def observation_chunk(start: int, count: int, per_trace: int, rng: np.random.Generator,
-                      trace_stamps: np.ndarray) -> pa.Table:
+def observation_chunk(
+    start: int, count: int, per_trace: int, rng: np.random.Generator, trace_stamps: np.ndarray
+) -> pa.Table:
     n = count * per_trace
     trace_index = np.repeat(np.arange(start, start + count), per_trace)
     offsets = rng.integers(0, 5_000, n)
     starts = np.repeat(trace_stamps, per_trace) + offsets
     kinds = np.array(["SPAN", "GENERATION"])[np.arange(n) % 2]
-    return pa.table({
-        "id": _ids("o", start * per_trace, n), "trace_id": pa.array([f"t{i:08d}" for i in trace_index]),
-        "project_id": pa.array([PROJECT] * n), "type": pa.array(kinds), "name": pa.array(["step"] * n),
-        "start_time": pa.array(starts, pa.timestamp("ms", tz="UTC")),
-        "end_time": pa.array(starts + rng.integers(10, 3_000, n), pa.timestamp("ms", tz="UTC")),
-        "level": pa.array(["DEFAULT"] * n), "input": pa.array(["y" * 150] * n),
-        "usage_details": pa.array([[("input", 100), ("output", 20), ("total", 120)]] * n,
-                                  pa.map_(pa.string(), pa.uint64())),
-        "created_at": pa.array(starts, pa.timestamp("ms", tz="UTC")),
-        "event_ts": pa.array(starts, pa.timestamp("ms", tz="UTC")), "is_deleted": pa.array([0] * n, pa.uint8()),
-    })
+    return pa.table(
+        {
+            "id": _ids("o", start * per_trace, n),
+            "trace_id": pa.array([f"t{i:08d}" for i in trace_index]),
+            "project_id": pa.array([PROJECT] * n),
+            "type": pa.array(kinds),
+            "name": pa.array(["step"] * n),
+            "start_time": pa.array(starts, pa.timestamp("ms", tz="UTC")),
+            "end_time": pa.array(starts + rng.integers(10, 3_000, n), pa.timestamp("ms", tz="UTC")),
+            "level": pa.array(["DEFAULT"] * n),
+            "input": pa.array(["y" * 150] * n),
+            "usage_details": pa.array(
+                [[("input", 100), ("output", 20), ("total", 120)]] * n, pa.map_(pa.string(), pa.uint64())
+            ),
+            "created_at": pa.array(starts, pa.timestamp("ms", tz="UTC")),
+            "event_ts": pa.array(starts, pa.timestamp("ms", tz="UTC")),
+            "is_deleted": pa.array([0] * n, pa.uint8()),
+        }
+    )
 
 
 async def load(services, traces: int, per_trace: int) -> float:
@@ -93,8 +110,9 @@ async def load(services, traces: int, per_trace: int) -> float:
         chunk = trace_chunk(start, count, rng)
         await services.clickhouse.insert_arrow("traces", chunk, workload=Workload.INGESTION)
         stamps = chunk.column("timestamp").cast(pa.int64()).to_numpy()
-        await services.clickhouse.insert_arrow("observations", observation_chunk(start, count, per_trace, rng, stamps),
-                                               workload=Workload.INGESTION)
+        await services.clickhouse.insert_arrow(
+            "observations", observation_chunk(start, count, per_trace, rng, stamps), workload=Workload.INGESTION
+        )
         print(f"  loaded {start + count:,} traces", flush=True)
     return time.perf_counter() - started
 
@@ -137,29 +155,44 @@ async def main() -> None:
     # Background merges of the fresh parts compete for the 2 cores; measure once they settle.
     settle_started = time.perf_counter()
     while time.perf_counter() - settle_started < 180:
-        merging = await services.clickhouse.query("SELECT count() AS n FROM system.merges",
-                                                  workload=Workload.INTERACTIVE)
+        merging = await services.clickhouse.query(
+            "SELECT count() AS n FROM system.merges", workload=Workload.INTERACTIVE
+        )
         if merging[0]["n"] == 0:
             break
         await asyncio.sleep(1)
     parts = await services.clickhouse.query(
         "SELECT table, count() AS n FROM system.parts WHERE active AND database = currentDatabase() "
-        "AND table IN ('traces', 'observations') GROUP BY table ORDER BY table", workload=Workload.INTERACTIVE)
-    print(f"merges settled after {time.perf_counter() - settle_started:.0f}s; active parts: "
-          + ", ".join(f"{p['table']} {p['n']}" for p in parts))
+        "AND table IN ('traces', 'observations') GROUP BY table ORDER BY table",
+        workload=Workload.INTERACTIVE,
+    )
+    print(
+        f"merges settled after {time.perf_counter() - settle_started:.0f}s; active parts: "
+        + ", ".join(f"{p['table']} {p['n']}" for p in parts)
+    )
     await services.close()  # chDB allows one process per data directory: hand it to the server
 
     # The server is a real `tracehouse web` process; this process is only the client.
-    env = {**os.environ, "TRACEHOUSE_DATA_DIR": str(settings.data_dir), "TRACEHOUSE_LOG_LEVEL": "warning",
-           "TRACEHOUSE_WORKER_PORT": "0"}
-    server = subprocess.Popen([sys.executable, "-m", "tracehouse", "web", "--port", str(args.port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "TRACEHOUSE_DATA_DIR": str(settings.data_dir),
+        "TRACEHOUSE_LOG_LEVEL": "warning",
+        "TRACEHOUSE_WORKER_PORT": "0",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tracehouse", "web", "--port", str(args.port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     token = base64.b64encode(f"{key.public_key}:{key.secret_key}".encode()).decode()
     rng = random.Random(1)
     trace_ids = [f"t{rng.randrange(args.traces):08d}" for _ in range(args.samples)]
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{args.port}", timeout=60,
-                                     headers={"Authorization": f"Basic {token}"}) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{args.port}", timeout=60, headers={"Authorization": f"Basic {token}"}
+        ) as client:
             deadline = time.monotonic() + 120
             while True:
                 try:
@@ -171,17 +204,35 @@ async def main() -> None:
                     raise SystemExit(f"tracehouse web did not start: {server.stderr.read() if server.stderr else ''}")
                 await asyncio.sleep(0.2)
             await client.get("/api/public/traces", params={"limit": 1})  # warm-up
-            report("trace by id", await measure(client, args.samples,
-                                                lambda i: (f"/api/public/traces/{trace_ids[i]}", {})), 50)
-            report("list traces, first page", await measure(client, args.samples,
-                                                            lambda i: ("/api/public/traces", {"limit": 50})))
-            report("list traces, filtered", await measure(client, args.samples, lambda i: (
-                "/api/public/traces", {"limit": 50, "userId": f"user-{rng.randrange(10_000)}",
-                                       "environment": "production"})), 250)
-            report("observations of a trace", await measure(client, args.samples, lambda i: (
-                "/api/public/observations", {"traceId": trace_ids[i]})))
-            report("sessions page", await measure(client, max(10, args.samples // 5),
-                                                  lambda i: ("/api/public/sessions", {"limit": 50})))
+            report(
+                "trace by id",
+                await measure(client, args.samples, lambda i: (f"/api/public/traces/{trace_ids[i]}", {})),
+                50,
+            )
+            report(
+                "list traces, first page",
+                await measure(client, args.samples, lambda i: ("/api/public/traces", {"limit": 50})),
+            )
+            report(
+                "list traces, filtered",
+                await measure(
+                    client,
+                    args.samples,
+                    lambda i: (
+                        "/api/public/traces",
+                        {"limit": 50, "userId": f"user-{rng.randrange(10_000)}", "environment": "production"},
+                    ),
+                ),
+                250,
+            )
+            report(
+                "observations of a trace",
+                await measure(client, args.samples, lambda i: ("/api/public/observations", {"traceId": trace_ids[i]})),
+            )
+            report(
+                "sessions page",
+                await measure(client, max(10, args.samples // 5), lambda i: ("/api/public/sessions", {"limit": 50})),
+            )
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)

@@ -36,8 +36,12 @@ CONCURRENCY = 50
 async def _fill(connection: dict, prefix: str, name: str, jobs: int) -> Queue:
     queue = Queue(name, {"connection": dict(connection), "prefix": prefix})
     for start in range(0, jobs, 1000):
-        await queue.addBulk([{"name": "noop", "data": {"i": i}, "opts": {"removeOnComplete": True}}
-                             for i in range(start, min(jobs, start + 1000))])
+        await queue.addBulk(
+            [
+                {"name": "noop", "data": {"i": i}, "opts": {"removeOnComplete": True}}
+                for i in range(start, min(jobs, start + 1000))
+            ]
+        )
     return queue
 
 
@@ -69,8 +73,17 @@ async def run_raw(connection: dict, jobs: int) -> float:
     noop, done = _counting_noop(jobs)
     started = time.perf_counter()
     # The same functional fixes our runtime applies (socket timeout; version probe), nothing else.
-    worker = Worker(name, noop, {"connection": dict(connection), "prefix": prefix, "concurrency": CONCURRENCY,
-                                 "autorun": False, "drainDelay": 1})
+    worker = Worker(
+        name,
+        noop,
+        {
+            "connection": dict(connection),
+            "prefix": prefix,
+            "concurrency": CONCURRENCY,
+            "autorun": False,
+            "drainDelay": 1,
+        },
+    )
     await worker.blockingRedisConnection.getRedisVersion()
     runner = asyncio.ensure_future(worker.run())
     await done.wait()
@@ -90,8 +103,9 @@ async def run_ours(connection: dict, redis_url: str, jobs: int) -> float:
     spec = QueueSpec(name, RoleGroup.INGESTION, concurrency=CONCURRENCY)
     client = redis_client(redis_url)
     started = time.perf_counter()
-    runner = QueueRunner(connection, [spec], {name: noop}, prefix=prefix, metrics=Metrics(),
-                         activity=ActivityTracker(client, prefix))
+    runner = QueueRunner(
+        connection, [spec], {name: noop}, prefix=prefix, metrics=Metrics(), activity=ActivityTracker(client, prefix)
+    )
     await runner.start()
     await done.wait()
     await _drain(queue, jobs)

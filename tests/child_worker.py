@@ -37,8 +37,7 @@ async def stall(queue: str, prefix: str, redis_url: str, sleep_s: float) -> None
         await asyncio.sleep(sleep_s)
         return "ok"
 
-    spec = QueueSpec(queue, RoleGroup.INGESTION, lock_duration_ms=2000, stalled_interval_ms=1000,
-                     max_stalled_count=3)
+    spec = QueueSpec(queue, RoleGroup.INGESTION, lock_duration_ms=2000, stalled_interval_ms=1000, max_stalled_count=3)
     runner = QueueRunner(bullmq_connection(redis_url), [spec], {queue: process}, prefix=prefix)
     await runner.start()
     print("ready", flush=True)
@@ -53,11 +52,23 @@ async def cron(prefix: str, redis_url: str, database_url: str, period_ms: int) -
         await asyncio.sleep(random.uniform(0, 0.6))
         return None
 
-    spec = CronSpec(name="singleton-test", queue="singleton-cron-queue", period=timedelta(milliseconds=period_ms),
-                    repeat={"every": period_ms // 2}, compute=compute, apply=lambda *a: None,
-                    stale_after=timedelta(seconds=3))
-    queue_spec = QueueSpec(spec.queue, RoleGroup.INGESTION, lock_duration_ms=2000, stalled_interval_ms=1000,
-                           max_stalled_count=5, job_options={"removeOnComplete": True, "removeOnFail": True})
+    spec = CronSpec(
+        name="singleton-test",
+        queue="singleton-cron-queue",
+        period=timedelta(milliseconds=period_ms),
+        repeat={"every": period_ms // 2},
+        compute=compute,
+        apply=lambda *a: None,
+        stale_after=timedelta(seconds=3),
+    )
+    queue_spec = QueueSpec(
+        spec.queue,
+        RoleGroup.INGESTION,
+        lock_duration_ms=2000,
+        stalled_interval_ms=1000,
+        max_stalled_count=5,
+        job_options={"removeOnComplete": True, "removeOnFail": True},
+    )
     connection = bullmq_connection(redis_url)
     runner = QueueRunner(connection, [queue_spec], {spec.queue: cron_processor(spec, metadata)}, prefix=prefix)
     await runner.start()

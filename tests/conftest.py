@@ -28,8 +28,15 @@ from tracehouse.settings import Settings, load_settings
 configure_logging("warning", "json")
 
 # Tests must never pick up an operator's environment by accident.
-for _name in ("CLICKHOUSE_URL", "CLICKHOUSE_EXPORT_URL", "REDIS_URL", "REDIS_CONNECTION_STRING", "DATABASE_URL",
-              "LANGFUSE_S3_EVENT_UPLOAD_BUCKET", "LANGFUSE_WORKER_ROLE"):
+for _name in (
+    "CLICKHOUSE_URL",
+    "CLICKHOUSE_EXPORT_URL",
+    "REDIS_URL",
+    "REDIS_CONNECTION_STRING",
+    "DATABASE_URL",
+    "LANGFUSE_S3_EVENT_UPLOAD_BUCKET",
+    "LANGFUSE_WORKER_ROLE",
+):
     os.environ.pop(_name, None)
 
 
@@ -149,8 +156,11 @@ def project(services: Any) -> tuple[str, dict[str, str]]:
     created = create_project(services.metadata, "test", project_id=f"p-{uuid.uuid4().hex[:10]}")
     key = create_api_key(services.metadata, created.id, salt=services.settings.salt)
     token = base64.b64encode(f"{key.public_key}:{key.secret_key}".encode()).decode()
-    return created.id, {"Authorization": f"Basic {token}", "x-langfuse-sdk-name": "python",
-                        "x_langfuse_sdk_version": "2.60.10"}
+    return created.id, {
+        "Authorization": f"Basic {token}",
+        "x-langfuse-sdk-name": "python",
+        "x_langfuse_sdk_version": "2.60.10",
+    }
 
 
 # --- moto S3 server on loopback (shared by blob and export tests) ---------------------------

@@ -69,20 +69,37 @@ def dataset(base_ms: int, *, with_inputs: bool = True) -> dict[str, list[dict[st
     observations: list[dict[str, Any]] = []
     for i in range(TRACES):
         ts = base + i * step
-        traces.append({"id": f"t{i}", "event_ts": ts, "name": "v1",
-                       "input": _text(i, 2048) if with_inputs else None})
-        observations.append({"id": f"o{i}", "trace_id": f"t{i}", "event_ts": ts + timedelta(seconds=1),
-                             "input": _text(10**6 + i, 2048) if with_inputs else None})
+        traces.append({"id": f"t{i}", "event_ts": ts, "name": "v1", "input": _text(i, 2048) if with_inputs else None})
+        observations.append(
+            {
+                "id": f"o{i}",
+                "trace_id": f"t{i}",
+                "event_ts": ts + timedelta(seconds=1),
+                "input": _text(10**6 + i, 2048) if with_inputs else None,
+            }
+        )
         if i % 7 == 3 and ts + timedelta(minutes=45) < end:
             traces.append({"id": f"t{i}", "event_ts": ts + timedelta(minutes=45), "name": "v2", "input": "v2"})
         if i % 11 == 5 and ts + timedelta(minutes=30) < end:
-            observations.append({"id": f"o{i}", "trace_id": f"t{i}", "event_ts": ts + timedelta(minutes=30),
-                                 "is_deleted": 1, "input": None})
+            observations.append(
+                {
+                    "id": f"o{i}",
+                    "trace_id": f"t{i}",
+                    "event_ts": ts + timedelta(minutes=30),
+                    "is_deleted": 1,
+                    "input": None,
+                }
+            )
     burst_step = timedelta(minutes=15) / BURST
     for j in range(BURST):
-        observations.append({"id": f"b{j}", "trace_id": f"t{j % TRACES}",
-                             "event_ts": base + BURST_AT + j * burst_step + timedelta(milliseconds=1),
-                             "input": _text(2 * 10**6 + j, 8192) if with_inputs else None})
+        observations.append(
+            {
+                "id": f"b{j}",
+                "trace_id": f"t{j % TRACES}",
+                "event_ts": base + BURST_AT + j * burst_step + timedelta(milliseconds=1),
+                "input": _text(2 * 10**6 + j, 8192) if with_inputs else None,
+            }
+        )
     return {"traces": traces, "observations": observations}
 
 
@@ -141,7 +158,7 @@ async def load(data_dir: str, base_ms: int) -> None:
         await migrate_clickhouse(ch)
         for table, rows in dataset(base_ms).items():
             for start in range(0, len(rows), 500):
-                await write_rows(ch, table, PROJECT, rows[start:start + 500])
+                await write_rows(ch, table, PROJECT, rows[start : start + 500])
     finally:
         ch.close()
     say("loaded")
@@ -154,8 +171,13 @@ async def export(data_dir: str, metadata_url: str, project_id: str, delay_ms: fl
     def store_for(integration: Integration) -> BlobStore:
         return SlowStore(integration, Path(data_dir), delay_ms / 1000, stall)
 
-    job = ExportJob(clickhouse=ch, metadata=metadata, box=BOX,
-                    config=config(Path(data_dir), row_group_rows=200), store_for=store_for)
+    job = ExportJob(
+        clickhouse=ch,
+        metadata=metadata,
+        box=BOX,
+        config=config(Path(data_dir), row_group_rows=200),
+        store_for=store_for,
+    )
     say("started")
     try:
         for _ in range(500):
@@ -187,8 +209,10 @@ async def verify(data_dir: str, metadata_url: str, project_id: str) -> None:
         for table in ("traces", "observations"):
             rows = await ch.query(
                 f"SELECT id, toUnixTimestamp64Milli(max(event_ts)) AS ts, argMax(is_deleted, event_ts) AS deleted "
-                f"FROM {table} WHERE project_id = {{p:String}} GROUP BY id", {"p": project_id},
-                workload=Workload.EXPORT)
+                f"FROM {table} WHERE project_id = {{p:String}} GROUP BY id",
+                {"p": project_id},
+                workload=Workload.EXPORT,
+            )
             current[table] = {r["id"]: [int(r["ts"]), int(r["deleted"])] for r in rows}
         say(json.dumps({"report": report.as_json(), "current": current}))
     finally:

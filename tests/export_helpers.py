@@ -28,8 +28,13 @@ BOX = SecretBox("5e" * 32)  # the test ENCRYPTION_KEY for integrations with secr
 
 
 def _arrow(table: str, rows: list[dict[str, Any]]) -> pa.Table:
-    columns: dict[str, pa.DataType] = {"id": pa.string(), "project_id": pa.string(), "name": pa.string(),
-                                       "event_ts": TS, "is_deleted": pa.uint8()}
+    columns: dict[str, pa.DataType] = {
+        "id": pa.string(),
+        "project_id": pa.string(),
+        "name": pa.string(),
+        "event_ts": TS,
+        "is_deleted": pa.uint8(),
+    }
     if table == "observations":
         columns |= {"trace_id": pa.string(), "type": pa.string(), "start_time": TS, "input": pa.string()}
     else:
@@ -37,8 +42,7 @@ def _arrow(table: str, rows: list[dict[str, Any]]) -> pa.Table:
     if table == "traces":
         columns |= {"input": pa.string()}
     if table == "scores":
-        columns |= {"value": pa.float64(), "data_type": pa.string(), "source": pa.string(),
-                    "trace_id": pa.string()}
+        columns |= {"value": pa.float64(), "data_type": pa.string(), "source": pa.string(), "trace_id": pa.string()}
     schema = pa.schema([(name, kind) for name, kind in columns.items()])
     return pa.Table.from_pylist([{name: row.get(name) for name in columns} for row in rows], schema)
 
@@ -63,20 +67,34 @@ async def current_state(ch: ClickHouse, table: str, project_id: str) -> dict[str
     """The table's live rows for the project (what ClickHouse serves), by id."""
     rows = await ch.query(
         f"SELECT id, name, event_ts FROM {table} FINAL WHERE project_id = {{p:String}} AND is_deleted = 0",
-        {"p": project_id}, workload=Workload.INTERACTIVE)
+        {"p": project_id},
+        workload=Workload.INTERACTIVE,
+    )
     return {r["id"]: r for r in rows}
 
 
 def make_integration(metadata: Any, project_id: str, **fields: Any) -> dict[str, Any]:
-    body = {"projectId": project_id, "type": "LOCAL", "bucketName": f"exp-{uuid.uuid4().hex[:8]}",
-            "exportFrequency": "hourly", "fileType": "PARQUET", "exportMode": "FULL_HISTORY", **fields}
+    body = {
+        "projectId": project_id,
+        "type": "LOCAL",
+        "bucketName": f"exp-{uuid.uuid4().hex[:8]}",
+        "exportFrequency": "hourly",
+        "fileType": "PARQUET",
+        "exportMode": "FULL_HISTORY",
+        **fields,
+    }
     return upsert_integration(metadata, BOX, IntegrationRequest.model_validate(body))
 
 
 def config(data_dir: Any, **changes: Any) -> ExportConfig:
-    values: dict[str, Any] = {"lag": timedelta(seconds=5), "catchup": timedelta(minutes=15),
-                              "min_window": timedelta(seconds=60), "row_group_rows": 1000,
-                              "trace_only_projects": frozenset(), "data_dir": data_dir}
+    values: dict[str, Any] = {
+        "lag": timedelta(seconds=5),
+        "catchup": timedelta(minutes=15),
+        "min_window": timedelta(seconds=60),
+        "row_group_rows": 1000,
+        "trace_only_projects": frozenset(),
+        "data_dir": data_dir,
+    }
     values.update(changes)
     return ExportConfig(**values)
 
@@ -89,16 +107,23 @@ class Clock:
         return self.now
 
 
-def job(services: Any, clock: Clock, *, cfg: ExportConfig | None = None, enqueued: list | None = None,
-        **kwargs: Any) -> ExportJob:
+def job(
+    services: Any, clock: Clock, *, cfg: ExportConfig | None = None, enqueued: list | None = None, **kwargs: Any
+) -> ExportJob:
     async def enqueue(project_id: str, job_id: str) -> None:
         if enqueued is not None:
             enqueued.append(job_id)
 
     kwargs.setdefault("clickhouse", services.clickhouse)
-    return ExportJob(metadata=services.metadata, box=BOX,
-                     config=cfg or config(services.settings.data_dir), metrics=services.metrics,
-                     enqueue=enqueue, clock=clock, **kwargs)
+    return ExportJob(
+        metadata=services.metadata,
+        box=BOX,
+        config=cfg or config(services.settings.data_dir),
+        metrics=services.metrics,
+        enqueue=enqueue,
+        clock=clock,
+        **kwargs,
+    )
 
 
 async def run_until_idle(export: ExportJob, project_id: str, limit: int = 200) -> list[dict[str, Any]]:
@@ -133,7 +158,7 @@ async def exported_rows(store: BlobStore, project_id: str) -> dict[str, list[dic
     prefix = store.config.key_prefix
     for manifest in await manifests(store, project_id):
         for entry in manifest["files"]:
-            data = await store.get(entry["key"][len(prefix):])
+            data = await store.get(entry["key"][len(prefix) :])
             rows = read_file(data, manifest["fileType"], manifest["compressed"])
             assert len(rows) == entry["rows"]
             out.setdefault(entry["table"], []).extend(rows)

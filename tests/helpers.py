@@ -12,7 +12,9 @@ from tracehouse.workers import start_workers
 async def rows_of(services, table, project_id, where="1"):
     return await services.clickhouse.query(
         f"SELECT * FROM {table} FINAL WHERE project_id = {{p:String}} AND {where} ORDER BY id",
-        {"p": project_id}, workload=Workload.INTERACTIVE)
+        {"p": project_id},
+        workload=Workload.INTERACTIVE,
+    )
 
 
 async def until(predicate, timeout=30):

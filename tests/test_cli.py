@@ -22,8 +22,14 @@ class Proc:
     """A tracehouse subprocess whose output lines are collected as they arrive."""
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.popen = subprocess.Popen([sys.executable, "-m", "tracehouse", *args], env={**BASE_ENV, **env},
-                                      cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "tracehouse", *args],
+            env={**BASE_ENV, **env},
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.out: list[str] = []
         self.err: list[str] = []
         for stream, sink in ((self.popen.stdout, self.out), (self.popen.stderr, self.err)):
@@ -111,8 +117,14 @@ def test_serve_starts_prints_keys_answers_and_stops_cleanly(tmp_path):
 
 
 def _run(args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "tracehouse", *args], env={**BASE_ENV, **env}, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tracehouse", *args],
+        env={**BASE_ENV, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_headless_init_project_is_idempotent(tmp_path):
@@ -158,8 +170,11 @@ def test_worker_roles_start_beside_web_on_shared_servers(tmp_path, redis_url, me
     # chDB allows one process per directory, so each process has its own embedded ClickHouse here.
     web = Proc(["web", "--port", str(port)], {**shared, "TRACEHOUSE_DATA_DIR": str(tmp_path / "web")}, tmp_path)
     health_port = free_port()
-    worker = Proc(["worker", "--role", role], {**shared, "TRACEHOUSE_DATA_DIR": str(tmp_path / "w"),
-                                               "TRACEHOUSE_WORKER_PORT": str(health_port)}, tmp_path)
+    worker = Proc(
+        ["worker", "--role", role],
+        {**shared, "TRACEHOUSE_DATA_DIR": str(tmp_path / "w"), "TRACEHOUSE_WORKER_PORT": str(health_port)},
+        tmp_path,
+    )
     try:
         line = worker.wait_for('"worker_started"', where="err")
         started = json.loads(line)

@@ -21,7 +21,11 @@ SETTINGS_SQL = (
 async def test_each_workload_class_reaches_the_engine_with_its_settings(clickhouse):
     seen = {w: (await clickhouse.query(SETTINGS_SQL, workload=w))[0] for w in Workload}
     assert seen[Workload.EXPORT] == {
-        "max_threads": 10, "priority": 2, "max_memory_usage": 20_000_000_000, "max_execution_time": 600}
+        "max_threads": 10,
+        "priority": 2,
+        "max_memory_usage": 20_000_000_000,
+        "max_execution_time": 600,
+    }
     assert seen[Workload.INTERACTIVE]["priority"] == 0
     assert seen[Workload.INTERACTIVE]["max_execution_time"] == 30
     assert seen[Workload.INTERACTIVE]["max_memory_usage"] == 4_000_000_000
@@ -73,8 +77,9 @@ async def test_queries_do_not_block_the_event_loop(clickhouse):
 
     task = asyncio.create_task(ticker())
     started = time.monotonic()
-    await clickhouse.query("SELECT sleepEachRow(0.1) FROM numbers(5) SETTINGS max_block_size = 1",
-                           workload=Workload.INTERACTIVE)
+    await clickhouse.query(
+        "SELECT sleepEachRow(0.1) FROM numbers(5) SETTINGS max_block_size = 1", workload=Workload.INTERACTIVE
+    )
     elapsed = time.monotonic() - started
     task.cancel()
     # A blocked loop would tick ~0 times while the query ran; a free one ticks about every 10 ms.
@@ -85,37 +90,47 @@ async def test_queries_do_not_block_the_event_loop(clickhouse):
 def _trace_rows(project: str, ids: list[str], name: str, event_ms: int) -> pa.Table:
     now = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
     n = len(ids)
-    return pa.table({
-        "id": ids,
-        "project_id": [project] * n,
-        "timestamp": pa.array([now] * n, pa.timestamp("ms", tz="UTC")),
-        "name": [name] * n,
-        "metadata": pa.array([[("k", "v")]] * n, pa.map_(pa.string(), pa.string())),
-        "tags": pa.array([["a", "b"]] * n, pa.list_(pa.string())),
-        "event_ts": pa.array([event_ms] * n, pa.timestamp("ms")),
-        "is_deleted": pa.array([0] * n, pa.uint8()),
-    })
+    return pa.table(
+        {
+            "id": ids,
+            "project_id": [project] * n,
+            "timestamp": pa.array([now] * n, pa.timestamp("ms", tz="UTC")),
+            "name": [name] * n,
+            "metadata": pa.array([[("k", "v")]] * n, pa.map_(pa.string(), pa.string())),
+            "tags": pa.array([["a", "b"]] * n, pa.list_(pa.string())),
+            "event_ts": pa.array([event_ms] * n, pa.timestamp("ms")),
+            "is_deleted": pa.array([0] * n, pa.uint8()),
+        }
+    )
 
 
 async def test_insert_arrow_and_read_latest_version(clickhouse):
     project = "p-insert"
-    await clickhouse.insert_arrow("traces", _trace_rows(project, ["t1", "t2"], "old", 1000),
-                                  workload=Workload.INGESTION)
+    await clickhouse.insert_arrow(
+        "traces", _trace_rows(project, ["t1", "t2"], "old", 1000), workload=Workload.INGESTION
+    )
     await clickhouse.insert_arrow("traces", _trace_rows(project, ["t1"], "new", 2000), workload=Workload.INGESTION)
     rows = await clickhouse.query(
         "SELECT id, name, metadata, tags FROM traces FINAL WHERE project_id = {p:String} ORDER BY id",
-        {"p": project}, workload=Workload.INTERACTIVE)
+        {"p": project},
+        workload=Workload.INTERACTIVE,
+    )
     assert [(r["id"], r["name"]) for r in rows] == [("t1", "new"), ("t2", "old")]
     assert rows[0]["metadata"] == [("k", "v")] and rows[0]["tags"] == ["a", "b"]
 
 
 async def test_stream_arrow_yields_bounded_batches_and_stops_early(clickhouse):
-    sizes = [b.num_rows async for b in clickhouse.stream_arrow(
-        "SELECT number, toString(number) AS s FROM numbers(250000)", workload=Workload.EXPORT, batch_rows=50_000)]
+    sizes = [
+        b.num_rows
+        async for b in clickhouse.stream_arrow(
+            "SELECT number, toString(number) AS s FROM numbers(250000)", workload=Workload.EXPORT, batch_rows=50_000
+        )
+    ]
     assert sum(sizes) == 250_000
     assert max(sizes) <= 65_536 and len(sizes) >= 4
-    async for _batch in clickhouse.stream_arrow("SELECT number FROM numbers(10000000)", workload=Workload.EXPORT,
-                                                batch_rows=1000):
+    async for _batch in clickhouse.stream_arrow(
+        "SELECT number FROM numbers(10000000)", workload=Workload.EXPORT, batch_rows=1000
+    ):
         break  # leaving early must release the connection, not hang
     assert (await clickhouse.query("SELECT 1 AS one", workload=Workload.EXPORT)) == [{"one": 1}]
 
@@ -123,15 +138,18 @@ async def test_stream_arrow_yields_bounded_batches_and_stops_early(clickhouse):
 async def test_stream_arrow_raises_engine_errors(clickhouse):
     with pytest.raises(ClickHouseError) as info:
         async for _ in clickhouse.stream_arrow(
-                "SELECT number % 1000000 AS k, count() FROM numbers(5000000) GROUP BY k",
-                workload=Workload.EXPORT, settings={"max_memory_usage": 1_000_000}):
+            "SELECT number % 1000000 AS k, count() FROM numbers(5000000) GROUP BY k",
+            workload=Workload.EXPORT,
+            settings={"max_memory_usage": 1_000_000},
+        ):
             pass
     assert info.value.kind is ClickHouseErrorKind.MEMORY_LIMIT
 
 
 async def test_migrations_are_idempotent_and_match_langfuse_schema(clickhouse):
-    columns_sql = ("SELECT table, name, type FROM system.columns WHERE database = currentDatabase() "
-                   "ORDER BY table, position")
+    columns_sql = (
+        "SELECT table, name, type FROM system.columns WHERE database = currentDatabase() ORDER BY table, position"
+    )
     before = await clickhouse.query(columns_sql, workload=Workload.INTERACTIVE)
     assert await migrate_clickhouse(clickhouse) == []
     after = await clickhouse.query(columns_sql, workload=Workload.INTERACTIVE)
@@ -148,7 +166,8 @@ async def test_migrations_are_idempotent_and_match_langfuse_schema(clickhouse):
     engines = await clickhouse.query(
         "SELECT name, engine, sorting_key FROM system.tables WHERE database = currentDatabase() "
         "AND name IN ('traces', 'observations', 'scores', 'blob_storage_file_log') ORDER BY name",
-        workload=Workload.INTERACTIVE)
+        workload=Workload.INTERACTIVE,
+    )
     assert {e["engine"] for e in engines} == {"ReplacingMergeTree"}
     keys = {e["name"]: e["sorting_key"] for e in engines}
     assert keys["observations"] == "project_id, type, toDate(start_time), id"
@@ -173,9 +192,11 @@ async def test_awkward_strings_round_trip_as_parameters(clickhouse):
     # Tabs, newlines, backslashes, quotes and NULs must bind exactly (an id must match itself).
     awkward = ["a\\b", "tab\there", "new\nline", "quote'\"", "nul\0x", "emoji 🏨", "\\t literal"]
     for value in awkward:
-        rows = await clickhouse.query("SELECT {v:String} AS v, length({v:String}) AS n", {"v": value},
-                                      workload=Workload.INTERACTIVE)
+        rows = await clickhouse.query(
+            "SELECT {v:String} AS v, length({v:String}) AS n", {"v": value}, workload=Workload.INTERACTIVE
+        )
         assert rows == [{"v": value, "n": len(value.encode())}]
-    rows = await clickhouse.query("SELECT arrayJoin({vs:Array(String)}) AS v", {"vs": awkward},
-                                  workload=Workload.INTERACTIVE)
+    rows = await clickhouse.query(
+        "SELECT arrayJoin({vs:Array(String)}) AS v", {"vs": awkward}, workload=Workload.INTERACTIVE
+    )
     assert [r["v"] for r in rows] == awkward

@@ -64,8 +64,14 @@ async def test_cron_processes_every_missed_period_once(metadata):
         computed.append(start)
         return start
 
-    spec = CronSpec(name="catch-up", queue="q", period=timedelta(hours=1), repeat={"every": 1000},
-                    compute=compute, apply=lambda session, s, e, v: None)
+    spec = CronSpec(
+        name="catch-up",
+        queue="q",
+        period=timedelta(hours=1),
+        repeat={"every": 1000},
+        compute=compute,
+        apply=lambda session, s, e, v: None,
+    )
     clock = [datetime(2026, 11, 1, 12, 30, tzinfo=UTC)]
     first = await run_cron(spec, metadata, now=lambda: clock[0])
     assert first.claimed and [p[0].hour for p in first.periods] == [11]
@@ -86,8 +92,14 @@ async def test_failed_period_is_retried_not_skipped(metadata):
         if len(calls) == 2:
             raise RuntimeError("ClickHouse unavailable")
 
-    spec = CronSpec(name="flaky", queue="q", period=timedelta(hours=1), repeat={"every": 1000},
-                    compute=compute, apply=lambda *a: None)
+    spec = CronSpec(
+        name="flaky",
+        queue="q",
+        period=timedelta(hours=1),
+        repeat={"every": 1000},
+        compute=compute,
+        apply=lambda *a: None,
+    )
     clock = lambda: datetime(2026, 11, 1, 15, 30, tzinfo=UTC)  # noqa: E731
     await run_cron(spec, metadata, now=lambda: datetime(2026, 11, 1, 12, 30, tzinfo=UTC))
     with pytest.raises(RuntimeError):
@@ -99,14 +111,17 @@ async def test_failed_period_is_retried_not_skipped(metadata):
 
 def _rows(project, ids, created):
     n = len(ids)
-    return pa.table({
-        "id": ids, "project_id": [project] * n,
-        "timestamp": pa.array([created] * n, pa.timestamp("ms", tz="UTC")),
-        "name": ["x"] * n,
-        "created_at": pa.array([created] * n, pa.timestamp("ms", tz="UTC")),
-        "event_ts": pa.array([created] * n, pa.timestamp("ms", tz="UTC")),
-        "is_deleted": pa.array([0] * n, pa.uint8()),
-    })
+    return pa.table(
+        {
+            "id": ids,
+            "project_id": [project] * n,
+            "timestamp": pa.array([created] * n, pa.timestamp("ms", tz="UTC")),
+            "name": ["x"] * n,
+            "created_at": pa.array([created] * n, pa.timestamp("ms", tz="UTC")),
+            "event_ts": pa.array([created] * n, pa.timestamp("ms", tz="UTC")),
+            "is_deleted": pa.array([0] * n, pa.uint8()),
+        }
+    )
 
 
 async def test_usage_metering_counts_the_previous_hour_per_project(clickhouse, settings, metadata):
@@ -116,14 +131,23 @@ async def test_usage_metering_counts_the_previous_hour_per_project(clickhouse, s
     await clickhouse.insert_arrow("traces", _rows(a, ["t1", "t2", "t3"], inside), workload=Workload.INGESTION)
     await clickhouse.insert_arrow("traces", _rows(a, ["t1"], inside), workload=Workload.INGESTION)  # an update
     await clickhouse.insert_arrow("traces", _rows(b, ["u1"], inside), workload=Workload.INGESTION)
-    await clickhouse.insert_arrow("traces", _rows(a, ["late"], hour + timedelta(hours=1, minutes=1)),
-                                  workload=Workload.INGESTION)
-    obs = _rows(a, ["o1", "o2"], inside).append_column("trace_id", pa.array(["t1", "t1"])) \
-        .append_column("start_time", pa.array([inside] * 2, pa.timestamp("ms", tz="UTC"))) \
-        .append_column("type", pa.array(["SPAN"] * 2)).drop_columns(["timestamp"])
+    await clickhouse.insert_arrow(
+        "traces", _rows(a, ["late"], hour + timedelta(hours=1, minutes=1)), workload=Workload.INGESTION
+    )
+    obs = (
+        _rows(a, ["o1", "o2"], inside)
+        .append_column("trace_id", pa.array(["t1", "t1"]))
+        .append_column("start_time", pa.array([inside] * 2, pa.timestamp("ms", tz="UTC")))
+        .append_column("type", pa.array(["SPAN"] * 2))
+        .drop_columns(["timestamp"])
+    )
     await clickhouse.insert_arrow("observations", obs, workload=Workload.INGESTION)
-    scores = _rows(a, ["s1"], inside).append_column("value", pa.array([1.0])) \
-        .append_column("source", pa.array(["API"])).append_column("data_type", pa.array(["NUMERIC"]))
+    scores = (
+        _rows(a, ["s1"], inside)
+        .append_column("value", pa.array([1.0]))
+        .append_column("source", pa.array(["API"]))
+        .append_column("data_type", pa.array(["NUMERIC"]))
+    )
     await clickhouse.insert_arrow("scores", scores, workload=Workload.INGESTION)
 
     spec = usage_cron(clickhouse)
@@ -134,23 +158,32 @@ async def test_usage_metering_counts_the_previous_hour_per_project(clickhouse, s
     assert [s for s, _ in outcome.periods] == [hour, hour + timedelta(hours=1)]
     usage_a = usage_for_project(metadata, a, None, None)
     assert [(u.hour, u.traces, u.observations, u.scores) for u in usage_a] == [
-        (hour, 3, 2, 1), (hour + timedelta(hours=1), 1, 0, 0)]
+        (hour, 3, 2, 1),
+        (hour + timedelta(hours=1), 1, 0, 0),
+    ]
     assert [(u.traces, u.observations) for u in usage_for_project(metadata, b, None, None)] == [(1, 0)]
 
     # The API shows a project its own usage only.
     project = create_project(metadata, "usage", project_id=a)
     key = create_api_key(metadata, project.id, salt=settings.salt)
     # Only the metadata DB is used by this route; the other services are not needed for it.
-    services = Services(settings=settings, clickhouse=clickhouse, metadata=metadata, blobs=None,
-                        redis_url="unix:///unused", metrics=Metrics())
+    services = Services(
+        settings=settings,
+        clickhouse=clickhouse,
+        metadata=metadata,
+        blobs=None,
+        redis_url="unix:///unused",
+        metrics=Metrics(),
+    )
     app = create_app(services)
     auth = {"Authorization": "Basic " + base64.b64encode(f"{key.public_key}:{key.secret_key}".encode()).decode()}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         window = {"from": hour.isoformat(), "to": (hour + timedelta(hours=1)).isoformat()}
         body = (await client.get("/api/public/usage", headers=auth, params=window)).json()
         unauth = await client.get("/api/public/usage")
-    assert body["data"] == [{"hour": hour.isoformat().replace("+00:00", "Z"), "traces": 3, "observations": 2,
-                             "scores": 1}]
+    assert body["data"] == [
+        {"hour": hour.isoformat().replace("+00:00", "Z"), "traces": 3, "observations": 2, "scores": 1}
+    ]
     assert body["meta"]["totals"] == {"traces": 3, "observations": 2, "scores": 1}
     assert unauth.status_code == 401
 
@@ -211,11 +244,19 @@ async def test_scheduler_is_registered_once_whatever_the_number_of_workers(redis
     from tracehouse.cron import register_schedules
     from tracehouse.queues import QueueProducer, QueueSpec, RoleGroup
 
-    spec = CronSpec(name="only-once", queue="cron-reg-queue", period=timedelta(hours=1),
-                    repeat={"pattern": "5 * * * *"}, compute=None, apply=None)
+    spec = CronSpec(
+        name="only-once",
+        queue="cron-reg-queue",
+        period=timedelta(hours=1),
+        repeat={"pattern": "5 * * * *"},
+        compute=None,
+        apply=None,
+    )
     connection = bullmq_connection(redis_url)
-    producers = [QueueProducer(connection, {spec.queue: QueueSpec(spec.queue, RoleGroup.INGESTION)},
-                               prefix=key_prefix) for _ in range(4)]
+    producers = [
+        QueueProducer(connection, {spec.queue: QueueSpec(spec.queue, RoleGroup.INGESTION)}, prefix=key_prefix)
+        for _ in range(4)
+    ]
     await asyncio.gather(*(register_schedules(p.queue, [spec]) for p in producers))
     for p in producers:
         await p.close()

@@ -45,10 +45,18 @@ def store_of(services: Any, project_id: str):
 async def test_full_history_exports_every_row_once_in_latest_version(services: Any, project: Any) -> None:
     project_id, _ = project
     base = datetime.now(UTC).replace(microsecond=0) - 3 * DAY
-    await write_rows(services.clickhouse, "traces", project_id,
-                     [{"id": f"t{i}", "event_ts": base + i * 10 * MINUTE, "name": "v1"} for i in range(30)])
-    await write_rows(services.clickhouse, "observations", project_id,
-                     [{"id": f"o{i}", "event_ts": base + i * 7 * MINUTE} for i in range(40)])
+    await write_rows(
+        services.clickhouse,
+        "traces",
+        project_id,
+        [{"id": f"t{i}", "event_ts": base + i * 10 * MINUTE, "name": "v1"} for i in range(30)],
+    )
+    await write_rows(
+        services.clickhouse,
+        "observations",
+        project_id,
+        [{"id": f"o{i}", "event_ts": base + i * 7 * MINUTE} for i in range(40)],
+    )
     make_integration(services.metadata, project_id)
     clock = Clock(datetime.now(UTC))
     results = await run_until_idle(job(services, clock), project_id)
@@ -67,12 +75,18 @@ def test_plan_window_exports_whole_periods_once_each() -> None:
     cursor = datetime(2026, 1, 1, tzinfo=UTC)
     for frequency in (timedelta(minutes=15), HOUR, DAY):
         # Not yet a whole period behind the horizon: wait, and say exactly when to come back.
-        waiting = plan_window(cursor, frequency=frequency, catchup=timedelta(minutes=15),
-                              horizon=cursor + frequency - timedelta(seconds=1), lag=lag)
+        waiting = plan_window(
+            cursor,
+            frequency=frequency,
+            catchup=timedelta(minutes=15),
+            horizon=cursor + frequency - timedelta(seconds=1),
+            lag=lag,
+        )
         assert waiting.window is None and waiting.next_run == cursor + frequency + lag
         # At that moment one whole period is exportable: one window of exactly one period.
-        due = plan_window(cursor, frequency=frequency, catchup=timedelta(minutes=15),
-                          horizon=waiting.next_run - lag, lag=lag)
+        due = plan_window(
+            cursor, frequency=frequency, catchup=timedelta(minutes=15), horizon=waiting.next_run - lag, lag=lag
+        )
         assert due.window is not None and due.window.duration == frequency and not due.catching_up
 
 
@@ -80,15 +94,15 @@ def test_plan_window_catches_up_in_chunks_and_skips_empty_stretches() -> None:
     from tracehouse.export.windows import plan_window, skippable_until
 
     cursor = datetime(2026, 1, 1, tzinfo=UTC)
-    behind = plan_window(cursor, frequency=DAY, catchup=timedelta(minutes=15), horizon=cursor + 3 * DAY,
-                         lag=MINUTE)
+    behind = plan_window(cursor, frequency=DAY, catchup=timedelta(minutes=15), horizon=cursor + 3 * DAY, lag=MINUTE)
     assert behind.catching_up and behind.window is not None and behind.window.duration == timedelta(minutes=15)
     whole = plan_window(cursor, frequency=DAY, catchup=timedelta(0), horizon=cursor + 3 * DAY, lag=MINUTE)
     assert whole.window is not None and whole.window.duration == DAY
     # Data starts 10 days after the cursor: one step jumps the empty stretch, in whole chunks.
     chunk = timedelta(minutes=15)
-    end = skippable_until(cursor, first_row=cursor + 10 * DAY + timedelta(minutes=7), horizon=cursor + 20 * DAY,
-                          chunk=chunk)
+    end = skippable_until(
+        cursor, first_row=cursor + 10 * DAY + timedelta(minutes=7), horizon=cursor + 20 * DAY, chunk=chunk
+    )
     assert end == cursor + 10 * DAY
     assert skippable_until(cursor, first_row=None, horizon=cursor + 2 * DAY, chunk=chunk) == cursor + 2 * DAY
     assert skippable_until(cursor, first_row=cursor + chunk, horizon=cursor + DAY, chunk=chunk) is None
@@ -110,20 +124,28 @@ def _hour_floor(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-@pytest.mark.parametrize(("frequency", "period"), [("every_15_minutes", timedelta(minutes=15)),
-                                                   ("hourly", HOUR), ("daily", DAY)])
-async def test_schedule_exports_each_period_exactly_once(services: Any, project: Any, frequency: str,
-                                                         period: timedelta) -> None:
+@pytest.mark.parametrize(
+    ("frequency", "period"), [("every_15_minutes", timedelta(minutes=15)), ("hourly", HOUR), ("daily", DAY)]
+)
+async def test_schedule_exports_each_period_exactly_once(
+    services: Any, project: Any, frequency: str, period: timedelta
+) -> None:
     """The scheduler ticks every few minutes of (simulated) time; each period is exported by exactly
     one run, right after it is complete, as one window of exactly one period."""
     from tracehouse.export.worker import enqueue_due
 
     project_id, _ = project
     t0 = _hour_floor(datetime.now(UTC)) - 6 * DAY
-    make_integration(services.metadata, project_id, exportFrequency=frequency, exportMode="FROM_CUSTOM_DATE",
-                     exportStartDate=t0.isoformat())
-    await write_rows(services.clickhouse, "traces", project_id,
-                     [{"id": f"t{i}", "event_ts": t0 + i * period / 3} for i in range(12)])  # 4 periods
+    make_integration(
+        services.metadata,
+        project_id,
+        exportFrequency=frequency,
+        exportMode="FROM_CUSTOM_DATE",
+        exportStartDate=t0.isoformat(),
+    )
+    await write_rows(
+        services.clickhouse, "traces", project_id, [{"id": f"t{i}", "event_ts": t0 + i * period / 3} for i in range(12)]
+    )  # 4 periods
     clock = Clock(t0)
     export = job(services, clock)
     runs: list[dict[str, Any]] = []
@@ -139,7 +161,8 @@ async def test_schedule_exports_each_period_exactly_once(services: Any, project:
             runs.append(await export.run(project_id, owner="sched"))
     windows = [r["window"] for r in runs if "window" in r]
     assert [(w["start"], w["end"]) for w in windows] == [
-        (iso(t0 + k * period), iso(t0 + (k + 1) * period)) for k in range(4)]
+        (iso(t0 + k * period), iso(t0 + (k + 1) * period)) for k in range(4)
+    ]
     # One probe when the integration was new (due at once, nothing whole yet), then one run per period.
     assert "waiting" in runs[0] and len(runs) == len(windows) + 1
     assert sum(r["rows"] for r in runs if "rows" in r) == 12
@@ -160,9 +183,13 @@ async def test_catch_up_chunks_chain_and_skip_empty_stretches(services: Any, pro
     project_id, _ = project
     start = _hour_floor(datetime.now(UTC)) - 5 * DAY
     # Data written in two bursts a day apart, nothing in between; both more than two periods ago.
-    await write_rows(services.clickhouse, "traces", project_id,
-                     [{"id": f"a{i}", "event_ts": start + i * MINUTE} for i in range(40)]
-                     + [{"id": f"b{i}", "event_ts": start + DAY + i * MINUTE} for i in range(40)])
+    await write_rows(
+        services.clickhouse,
+        "traces",
+        project_id,
+        [{"id": f"a{i}", "event_ts": start + i * MINUTE} for i in range(40)]
+        + [{"id": f"b{i}", "event_ts": start + DAY + i * MINUTE} for i in range(40)],
+    )
     make_integration(services.metadata, project_id, exportFrequency="daily")
     enqueued: list[str] = []
     results = await run_until_idle(job(services, Clock(datetime.now(UTC)), enqueued=enqueued), project_id)
@@ -175,8 +202,10 @@ async def test_catch_up_chunks_chain_and_skip_empty_stretches(services: Any, pro
     # Each catch-up step queued the next one under the id the scheduler would use for that cursor.
     catchup = [r for r in windows if r["mode"] == "catchup"]
     assert enqueued == [job_id(project_id, datetime.fromisoformat(r["window"]["end"])) for r in catchup]
-    assert all(e.endswith(file_time(datetime.fromisoformat(r["window"]["end"])))
-               for e, r in zip(enqueued, catchup, strict=True))
+    assert all(
+        e.endswith(file_time(datetime.fromisoformat(r["window"]["end"])))
+        for e, r in zip(enqueued, catchup, strict=True)
+    )
     found = await manifests(store_of(services, project_id), project_id)
     spans = sorted((m["window"]["start"], m["window"]["end"]) for m in found)
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), "manifests must cover time without gaps"
@@ -193,8 +222,12 @@ async def test_from_date_and_from_today_modes(services: Any, project: Any) -> No
     project_id, _ = project
     now = datetime.now(UTC)
     cutoff = _hour_floor(now) - DAY
-    await write_rows(services.clickhouse, "traces", project_id,
-                     [{"id": "before", "event_ts": cutoff - HOUR}, {"id": "after", "event_ts": cutoff + HOUR}])
+    await write_rows(
+        services.clickhouse,
+        "traces",
+        project_id,
+        [{"id": "before", "event_ts": cutoff - HOUR}, {"id": "after", "event_ts": cutoff + HOUR}],
+    )
     make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=cutoff.isoformat())
     await run_until_idle(job(services, Clock(now)), project_id)
     exported = await exported_rows(store_of(services, project_id), project_id)
@@ -202,8 +235,12 @@ async def test_from_date_and_from_today_modes(services: Any, project: Any) -> No
 
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     other = create_project(services.metadata, "today", project_id=project_id + "-today").id
-    await write_rows(services.clickhouse, "traces", other,
-                     [{"id": "yesterday", "event_ts": today - HOUR}, {"id": "today", "event_ts": today + MINUTE}])
+    await write_rows(
+        services.clickhouse,
+        "traces",
+        other,
+        [{"id": "yesterday", "event_ts": today - HOUR}, {"id": "today", "event_ts": today + MINUTE}],
+    )
     view = make_integration(services.metadata, other, exportMode="FROM_TODAY")
     assert view["exportStartDate"] == today.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     later = Clock(max(now, today + HOUR))
@@ -235,22 +272,43 @@ async def test_trace_only_project_exports_traces_only(services: Any, project: An
 def s3_integration(moto_endpoint: str, bucket: str, **fields: Any) -> dict[str, Any]:
     from conftest import ACCESS_KEY, REGION, SECRET_KEY
 
-    return {"type": "S3_COMPATIBLE", "bucketName": bucket, "endpoint": moto_endpoint, "region": REGION,
-            "accessKeyId": ACCESS_KEY, "secretAccessKey": SECRET_KEY, "forcePathStyle": True,
-            "prefix": "exports/", **fields}
+    return {
+        "type": "S3_COMPATIBLE",
+        "bucketName": bucket,
+        "endpoint": moto_endpoint,
+        "region": REGION,
+        "accessKeyId": ACCESS_KEY,
+        "secretAccessKey": SECRET_KEY,
+        "forcePathStyle": True,
+        "prefix": "exports/",
+        **fields,
+    }
 
 
-@pytest.mark.parametrize(("file_type", "compressed", "destination"), [
-    ("PARQUET", True, "s3"), ("JSONL", True, "s3"), ("CSV", False, "local"), ("JSONL", False, "local")])
-async def test_file_types_read_back(services: Any, project: Any, file_type: str, compressed: bool,
-                                    destination: str, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(
+    ("file_type", "compressed", "destination"),
+    [("PARQUET", True, "s3"), ("JSONL", True, "s3"), ("CSV", False, "local"), ("JSONL", False, "local")],
+)
+async def test_file_types_read_back(
+    services: Any, project: Any, file_type: str, compressed: bool, destination: str, request: pytest.FixtureRequest
+) -> None:
     project_id, _ = project
     t = datetime.now(UTC).replace(microsecond=0) - DAY
-    await write_rows(services.clickhouse, "traces", project_id,
-                     [{"id": f"t{i}", "event_ts": t + i * MINUTE, "name": f"trace {i}", "input": '{"q": "hi, \\"x\\""}'}
-                      for i in range(5)])
-    await write_rows(services.clickhouse, "observations", project_id,
-                     [{"id": "o1", "event_ts": t, "name": "gen", "type": "GENERATION"}])
+    await write_rows(
+        services.clickhouse,
+        "traces",
+        project_id,
+        [
+            {"id": f"t{i}", "event_ts": t + i * MINUTE, "name": f"trace {i}", "input": '{"q": "hi, \\"x\\""}'}
+            for i in range(5)
+        ],
+    )
+    await write_rows(
+        services.clickhouse,
+        "observations",
+        project_id,
+        [{"id": "o1", "event_ts": t, "name": "gen", "type": "GENERATION"}],
+    )
     await write_rows(services.clickhouse, "scores", project_id, [{"id": "s1", "event_ts": t, "value": 0.5}])
     fields: dict[str, Any] = {"fileType": file_type, "compressed": compressed}
     if destination == "s3":
@@ -261,7 +319,8 @@ async def test_file_types_read_back(services: Any, project: Any, file_type: str,
     found = await manifests(store, project_id)
     keys = [f["key"] for m in found for f in m["files"]]
     ext = {"PARQUET": ".parquet", "JSONL": ".jsonl", "CSV": ".csv"}[file_type] + (
-        ".gz" if compressed and file_type != "PARQUET" else "")
+        ".gz" if compressed and file_type != "PARQUET" else ""
+    )
     assert keys and all(k.endswith(ext) for k in keys)
     if destination == "s3":
         assert all(k.startswith(f"exports/{project_id}/") for k in keys)
@@ -284,8 +343,9 @@ async def test_empty_window_writes_a_manifest_and_no_file(services: Any, project
     [manifest] = await manifests(store, project_id)
     assert manifest["files"] == [] and manifest["rows"] == {"scores": 0, "traces": 0, "observations": 0}
     assert manifest["window"] == {"start": iso(start), "end": iso(start + HOUR)}
-    assert [i.key for i in await store.list(project_id)] == [f"{project_id}/manifests/"
-                                                           f"{manifest_stamp(start, start + HOUR)}.json"]
+    assert [i.key for i in await store.list(project_id)] == [
+        f"{project_id}/manifests/{manifest_stamp(start, start + HOUR)}.json"
+    ]
 
 
 def manifest_stamp(start: datetime, end: datetime) -> str:
@@ -298,8 +358,12 @@ async def test_rows_updated_deleted_or_arriving_late_reach_a_later_window(servic
     project_id, _ = project
     t0 = _hour_floor(datetime.now(UTC)) - 2 * DAY
     first_ts = t0 + 10 * MINUTE
-    await write_rows(services.clickhouse, "traces", project_id,
-                     [{"id": i, "event_ts": first_ts, "timestamp": first_ts, "name": "v1"} for i in ("a", "b", "c")])
+    await write_rows(
+        services.clickhouse,
+        "traces",
+        project_id,
+        [{"id": i, "event_ts": first_ts, "timestamp": first_ts, "name": "v1"} for i in ("a", "b", "c")],
+    )
     make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=t0.isoformat())
     clock = Clock(t0 + 2 * HOUR)
     export = job(services, clock)
@@ -307,10 +371,16 @@ async def test_rows_updated_deleted_or_arriving_late_reach_a_later_window(servic
     # After that export: "a" is updated, "b" deleted, and "d" arrives late (an old trace timestamp,
     # written now). All three are new versions, so they belong to a later window.
     later = t0 + 3 * HOUR
-    await write_rows(services.clickhouse, "traces", project_id, [
-        {"id": "a", "event_ts": later, "timestamp": first_ts, "name": "v2"},
-        {"id": "b", "event_ts": later, "timestamp": first_ts, "name": "v1", "is_deleted": 1},
-        {"id": "d", "event_ts": later + MINUTE, "timestamp": t0 - 30 * DAY, "name": "late"}])
+    await write_rows(
+        services.clickhouse,
+        "traces",
+        project_id,
+        [
+            {"id": "a", "event_ts": later, "timestamp": first_ts, "name": "v2"},
+            {"id": "b", "event_ts": later, "timestamp": first_ts, "name": "v1", "is_deleted": 1},
+            {"id": "d", "event_ts": later + MINUTE, "timestamp": t0 - 30 * DAY, "name": "late"},
+        ],
+    )
     clock.now = t0 + 6 * HOUR
     await run_until_idle(export, project_id)
     store = store_of(services, project_id)
@@ -324,15 +394,22 @@ async def test_rows_updated_deleted_or_arriving_late_reach_a_later_window(servic
 
 
 # --- self-healing: splitting and faults -------------------------------------------------------------
-async def _bulky_observations(services: Any, project_id: str, start: datetime, count: int = 8000,
-                              span: timedelta = HOUR) -> None:
+async def _bulky_observations(
+    services: Any, project_id: str, start: datetime, count: int = 8000, span: timedelta = HOUR
+) -> None:
     import os
 
     step = span / count
     for chunk in range(0, count, 2000):
-        await write_rows(services.clickhouse, "observations", project_id, [
-            {"id": f"o{i}", "event_ts": start + i * step, "input": os.urandom(500).hex()}
-            for i in range(chunk, min(count, chunk + 2000))])
+        await write_rows(
+            services.clickhouse,
+            "observations",
+            project_id,
+            [
+                {"id": f"o{i}", "event_ts": start + i * step, "input": os.urandom(500).hex()}
+                for i in range(chunk, min(count, chunk + 2000))
+            ],
+        )
 
 
 async def test_memory_limit_errors_split_the_window_until_it_fits(services: Any, project: Any) -> None:
@@ -396,33 +473,48 @@ class _FailingWriter:
 
 
 async def test_upload_failure_mid_multipart_is_aborted_split_and_retried(
-        services: Any, project: Any, moto_endpoint: str, bucket: str, s3_client: Any) -> None:
+    services: Any, project: Any, moto_endpoint: str, bucket: str, s3_client: Any
+) -> None:
     from tracehouse.export.destination import destination_store
     from tracehouse.export.verify import verify_export
 
     project_id, _ = project
     start = _hour_floor(datetime.now(UTC)) - DAY
     await _bulky_observations(services, project_id, start, count=12000)
-    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=start.isoformat(),
-                     **s3_integration(moto_endpoint, bucket))
+    make_integration(
+        services.metadata,
+        project_id,
+        exportMode="FROM_CUSTOM_DATE",
+        exportStartDate=start.isoformat(),
+        **s3_integration(moto_endpoint, bucket),
+    )
     store = store_of(services, project_id)
     flaky = FlakyStore(store, after_bytes=6 * 1024 * 1024, failures=1, only="/observations/")
     result = await job(services, Clock(start + HOUR + MINUTE), store_for=lambda i: flaky).run(project_id, owner="j")
     assert flaky.failures == 0 and result["splits"] >= 1 and result["rows"] == 12000
     assert "Uploads" not in s3_client.list_multipart_uploads(Bucket=bucket)  # the broken upload was aborted
-    report = await verify_export(services.clickhouse, destination_store(
-        state.load_integration(services.metadata, BOX, project_id), services.settings.data_dir), project_id)
+    report = await verify_export(
+        services.clickhouse,
+        destination_store(state.load_integration(services.metadata, BOX, project_id), services.settings.data_dir),
+        project_id,
+    )
     assert report.ok, report.as_json()
 
 
 async def test_failed_job_keeps_cursor_and_retries_the_same_window(
-        services: Any, project: Any, moto_endpoint: str, bucket: str) -> None:
+    services: Any, project: Any, moto_endpoint: str, bucket: str
+) -> None:
     project_id, _ = project
     start = _hour_floor(datetime.now(UTC)) - DAY
     await write_rows(services.clickhouse, "traces", project_id, [{"id": "t1", "event_ts": start + MINUTE}])
     await write_rows(services.clickhouse, "observations", project_id, [{"id": "o1", "event_ts": start + MINUTE}])
-    make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=start.isoformat(),
-                     **s3_integration(moto_endpoint, bucket))
+    make_integration(
+        services.metadata,
+        project_id,
+        exportMode="FROM_CUSTOM_DATE",
+        exportStartDate=start.isoformat(),
+        **s3_integration(moto_endpoint, bucket),
+    )
     store = store_of(services, project_id)
     broken = FlakyStore(store, after_bytes=-1, failures=10**6, only="/observations/")
     with pytest.raises(OSError, match="injected"):
@@ -441,7 +533,8 @@ async def test_failed_job_keeps_cursor_and_retries_the_same_window(
     [manifest] = await manifests(store, project_id)
     referenced = {f["key"] for f in manifest["files"]}
     assert {i.key for i in await store.list(project_id) if "/manifests/" not in i.key} == {
-        k.removeprefix(store.config.key_prefix) for k in referenced}
+        k.removeprefix(store.config.key_prefix) for k in referenced
+    }
 
 
 async def _status(services: Any, project_id: str) -> dict[str, Any]:
@@ -452,13 +545,15 @@ async def _status(services: Any, project_id: str) -> dict[str, Any]:
 
 
 async def test_crash_after_manifest_before_cursor_rewrites_the_same_files(
-        services: Any, project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    services: Any, project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tracehouse.export.verify import verify_export
 
     project_id, _ = project
     start = _hour_floor(datetime.now(UTC)) - DAY
-    await write_rows(services.clickhouse, "traces", project_id, [{"id": f"t{i}", "event_ts": start + i * MINUTE}
-                                                                 for i in range(30)])
+    await write_rows(
+        services.clickhouse, "traces", project_id, [{"id": f"t{i}", "event_ts": start + i * MINUTE} for i in range(30)]
+    )
     make_integration(services.metadata, project_id, exportMode="FROM_CUSTOM_DATE", exportStartDate=start.isoformat())
     real_advance = state.advance_cursor
 
@@ -492,9 +587,14 @@ async def test_completeness_property(services: Any, project: Any, seed: int, mon
     rng = random.Random(seed)
     project_id, _ = project
     t = _hour_floor(datetime.now(UTC)) - 10 * DAY
-    make_integration(services.metadata, project_id, exportFrequency="every_15_minutes",
-                     exportMode="FROM_CUSTOM_DATE", exportStartDate=t.isoformat(),
-                     fileType=rng.choice(["PARQUET", "JSONL", "CSV"]))
+    make_integration(
+        services.metadata,
+        project_id,
+        exportFrequency="every_15_minutes",
+        exportMode="FROM_CUSTOM_DATE",
+        exportStartDate=t.isoformat(),
+        fileType=rng.choice(["PARQUET", "JSONL", "CSV"]),
+    )
     store = store_of(services, project_id)
     live: dict[str, dict[str, dict[str, Any]]] = {"traces": {}, "observations": {}, "scores": {}}
     created = 0
@@ -509,8 +609,14 @@ async def test_completeness_property(services: Any, project: Any, seed: int, mon
             rows = []
             for _ in range(rng.randint(1, 6)):
                 created += 1
-                row = {"id": f"{table[0]}{created}", "event_ts": t, "timestamp": t, "start_time": t,
-                       "name": f"n{created}", "value": float(created)}
+                row = {
+                    "id": f"{table[0]}{created}",
+                    "event_ts": t,
+                    "timestamp": t,
+                    "start_time": t,
+                    "name": f"n{created}",
+                    "value": float(created),
+                }
                 live[table][row["id"]] = row
                 rows.append(row)
             await write_rows(services.clickhouse, table, project_id, rows)
@@ -526,7 +632,8 @@ async def test_completeness_property(services: Any, project: Any, seed: int, mon
                     del live[table][item_id]
                 else:
                     row["name" if table != "scores" else "value"] = (
-                        f"{row['name']}+" if table != "scores" else row["value"] + 0.5)
+                        f"{row['name']}+" if table != "scores" else row["value"] + 0.5
+                    )
                     live[table][item_id] = row
                 versions.append(row)
             await write_rows(services.clickhouse, table, project_id, versions)
@@ -540,9 +647,11 @@ async def test_completeness_property(services: Any, project: Any, seed: int, mon
                 broken = FlakyStore(store, after_bytes=-1, failures=10**6, only="/observations/")
                 store_for = lambda i, broken=broken: broken  # noqa: E731
             elif fault == "crash":
+
                 def crash(*args: Any, **kwargs: Any) -> bool:
                     monkeypatch.setattr(state, "advance_cursor", real_advance)
                     raise ConnectionError("crashed after the manifest")
+
                 monkeypatch.setattr(state, "advance_cursor", crash)
             export = job(services, Clock(t), store_for=store_for)
             try:
@@ -582,8 +691,9 @@ async def test_status_api_reports_progress(services: Any, project: Any) -> None:
     app = create_app(dataclasses.replace(services, settings=settings))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         mine = (await client.get("/api/public/integrations/blob-storage/status", headers=headers)).json()["data"]
-        admin = await client.get("/api/public/integrations/blob-storage/status",
-                                 headers={"Authorization": "Bearer admin-secret"})
+        admin = await client.get(
+            "/api/public/integrations/blob-storage/status", headers={"Authorization": "Bearer admin-secret"}
+        )
         anonymous = await client.get("/api/public/integrations/blob-storage/status")
     assert anonymous.status_code == 401
     [view] = mine
@@ -626,12 +736,17 @@ def test_verify_and_status_cli(tmp_path: Any) -> None:
     from pathlib import Path
 
     tests = Path(__file__).parent
-    env = {"PATH": "/usr/bin:/bin", "TRACEHOUSE_DATA_DIR": str(tmp_path / "d"), "ENCRYPTION_KEY": "5e" * 32,
-           "PYTHONPATH": str(tests)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TRACEHOUSE_DATA_DIR": str(tmp_path / "d"),
+        "ENCRYPTION_KEY": "5e" * 32,
+        "PYTHONPATH": str(tests),
+    }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tracehouse", *args], env=env, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "tracehouse", *args], env=env, capture_output=True, text=True, timeout=120
+        )
 
     assert run("projects", "create", "v", "--id", "v-p", "--no-with-key").returncode == 0
     made = run("export", "integrations", "set", "--project", "v-p", "--type", "LOCAL", "--bucket", "out")
@@ -665,12 +780,14 @@ async def test_export_worker_schedules_and_runs_jobs_through_the_queue(services:
 
     project_id, _ = project
     start = datetime.now(UTC) - DAY
-    await write_rows(services.clickhouse, "traces", project_id, [{"id": f"t{i}", "event_ts": start + i * MINUTE}
-                                                                 for i in range(20)])
+    await write_rows(
+        services.clickhouse, "traces", project_id, [{"id": f"t{i}", "event_ts": start + i * MINUTE} for i in range(20)]
+    )
     make_integration(services.metadata, project_id)
     settings = services.settings.model_copy(update={"export_schedule_interval_s": 1})
     runner = await start_workers(dataclasses.replace(services, settings=settings), WorkerRole.EXPORT, environ={})
     try:
+
         async def exported_until_recent() -> Any:
             integration = state.load_integration(services.metadata, BOX, project_id)
             lag = datetime.now(UTC) - (integration.last_sync_at or start) if integration else DAY
@@ -723,7 +840,8 @@ async def test_an_older_attempt_that_lost_its_lease_writes_no_manifest(services:
 
 
 async def test_undecryptable_secret_fails_the_job_and_shows_in_status(
-        services: Any, project: Any, moto_endpoint: str, bucket: str) -> None:
+    services: Any, project: Any, moto_endpoint: str, bucket: str
+) -> None:
     from export_helpers import config
     from tracehouse.errors import ConfigError
     from tracehouse.export.crypto import SecretBox
@@ -731,8 +849,12 @@ async def test_undecryptable_secret_fails_the_job_and_shows_in_status(
 
     project_id, _ = project
     make_integration(services.metadata, project_id, **s3_integration(moto_endpoint, bucket))
-    wrong_key = ExportJob(clickhouse=services.clickhouse, metadata=services.metadata, box=SecretBox("77" * 32),
-                          config=config(services.settings.data_dir))
+    wrong_key = ExportJob(
+        clickhouse=services.clickhouse,
+        metadata=services.metadata,
+        box=SecretBox("77" * 32),
+        config=config(services.settings.data_dir),
+    )
     with pytest.raises(ConfigError):
         await wrong_key.run(project_id, owner="j")
     assert "ConfigError" in (await _status(services, project_id))["lastError"]

@@ -54,8 +54,9 @@ class Child:
         self.name = name
         self.err_path = tmp_path / f"{name}.stderr"
         with self.err_path.open("w") as err:
-            self.popen = subprocess.Popen([sys.executable, str(CHILD), *args], cwd=CHILD.parent,
-                                          stdout=subprocess.PIPE, stderr=err, text=True)
+            self.popen = subprocess.Popen(
+                [sys.executable, str(CHILD), *args], cwd=CHILD.parent, stdout=subprocess.PIPE, stderr=err, text=True
+            )
         self.out: list[str] = []
         self._ended = False  # the end-of-output marker was taken from the queue
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -111,8 +112,11 @@ def integration_row(metadata: MetadataDB) -> dict[str, Any]:
     with metadata.session() as session:
         row = session.get(BlobStorageIntegration, PROJECT)
         assert row is not None
-        pending = (ExportWindow(row.pending_window_start, row.pending_window_end)
-                   if row.pending_window_start and row.pending_window_end else None)
+        pending = (
+            ExportWindow(row.pending_window_start, row.pending_window_end)
+            if row.pending_window_start and row.pending_window_end
+            else None
+        )
         return {"cursor": row.last_sync_at, "pending": pending, "owner": row.run_owner}
 
 
@@ -145,7 +149,7 @@ async def assert_committed_state_consistent(store: BlobStore, row: dict[str, Any
     prefix = store.config.key_prefix
     for manifest in found:
         for entry in manifest["files"]:
-            info = await store.head(entry["key"][len(prefix):])
+            info = await store.head(entry["key"][len(prefix) :])
             assert info.size == entry["sizeBytes"], entry["key"]
 
 
@@ -155,7 +159,8 @@ def expected_versions(base_ms: int) -> dict[str, dict[str, list[tuple[int, int]]
     for table, rows in export_child.dataset(base_ms, with_inputs=False).items():
         for row in rows:
             out.setdefault(table, {}).setdefault(row["id"], []).append(
-                (to_ms(row["event_ts"]), int(row.get("is_deleted", 0))))
+                (to_ms(row["event_ts"]), int(row.get("is_deleted", 0)))
+            )
     return out
 
 
@@ -169,15 +174,17 @@ def wait_for_stored_part(s3_client: Any, bucket: str, key: str, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for upload in s3_client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []):
-            if upload["Key"] == key and s3_client.list_parts(Bucket=bucket, Key=key,
-                                                             UploadId=upload["UploadId"]).get("Parts"):
+            if upload["Key"] == key and s3_client.list_parts(Bucket=bucket, Key=key, UploadId=upload["UploadId"]).get(
+                "Parts"
+            ):
                 return
         time.sleep(0.02)
     raise AssertionError(f"no multipart part of {key} appeared")
 
 
 async def test_export_worker_sigkilled_mid_export_resumes_without_loss_or_duplicates(
-        tmp_path: Path, metadata_url: str, moto_endpoint: str, bucket: str, s3_client: Any) -> None:
+    tmp_path: Path, metadata_url: str, moto_endpoint: str, bucket: str, s3_client: Any
+) -> None:
     seed = int(os.environ.get("EXPORT_CRASH_SEED") or random.randrange(2**32))  # set it to replay a run
     rng = random.Random(seed)
     print(f"EXPORT_CRASH_SEED={seed}")
@@ -202,8 +209,17 @@ async def test_export_worker_sigkilled_mid_export_resumes_without_loss_or_duplic
 
         metadata.migrate()
         create_project(metadata, "crash", project_id=PROJECT)
-        make_integration(metadata, PROJECT, type="S3_COMPATIBLE", bucketName=bucket, endpoint=moto_endpoint,
-                         region=REGION, accessKeyId=ACCESS_KEY, secretAccessKey=SECRET_KEY, forcePathStyle=True)
+        make_integration(
+            metadata,
+            PROJECT,
+            type="S3_COMPATIBLE",
+            bucketName=bucket,
+            endpoint=moto_endpoint,
+            region=REGION,
+            accessKeyId=ACCESS_KEY,
+            secretAccessKey=SECRET_KEY,
+            forcePathStyle=True,
+        )
         integration = state.load_integration(metadata, BOX, PROJECT)
         assert integration is not None
         store = destination_store(integration, data_dir)
@@ -222,7 +238,7 @@ async def test_export_worker_sigkilled_mid_export_resumes_without_loss_or_duplic
         assert not state.take_lease(metadata, PROJECT, "some-other-job", datetime.now(UTC))
         await assert_committed_state_consistent(store, row, base)
         assert [w for w in first.out if w.startswith("done ")], "the kill was meant to follow finished windows"
-        assert not await store.exists(manifest_key(PROJECT, burst)[len(store.config.key_prefix):])
+        assert not await store.exists(manifest_key(PROJECT, burst)[len(store.config.key_prefix) :])
         assert await store.exists(burst_traces), "written before the kill, named by no manifest"
         assert not await store.exists(burst_observations), "a half-done multipart upload must not be visible"
 
@@ -240,7 +256,7 @@ async def test_export_worker_sigkilled_mid_export_resumes_without_loss_or_duplic
         # --- the re-run finishes -------------------------------------------------------------------
         third = start("export-3", *export_args, "0", "0")
         idle = third.wait_for(lambda line: line.startswith("idle "))
-        assert json.loads(idle[len("idle "):]) == {"waiting": True}, idle
+        assert json.loads(idle[len("idle ") :]) == {"waiting": True}, idle
         assert third.finish() == 0, third.describe()
         row = integration_row(metadata)
         assert row["pending"] is None and row["owner"] is None, row
@@ -282,7 +298,7 @@ async def test_export_worker_sigkilled_mid_export_resumes_without_loss_or_duplic
         live = {i for i, (_, deleted) in latest[table].items() if not deleted}
         assert set(reduce_latest(rows)) == live
     prefix = store.config.key_prefix
-    named = {entry["key"][len(prefix):] for m in found for entry in m["files"]}
+    named = {entry["key"][len(prefix) :] for m in found for entry in m["files"]}
     stored = {info.key for info in await store.list(f"{PROJECT}/") if "/manifests/" not in info.key}
     assert stored == named, f"files no manifest names: {sorted(stored - named)}"
     assert burst_observations in named

@@ -32,10 +32,21 @@ def app_and_auth(services):
 
 
 def _body(project_id, **overrides):
-    body = {"projectId": project_id, "type": "S3_COMPATIBLE", "bucketName": "exports",
-            "endpoint": "http://127.0.0.1:9000", "region": "us-east-1", "accessKeyId": "AKIA-TEST",
-            "secretAccessKey": "very-secret-value", "prefix": "langfuse/", "exportFrequency": "hourly",
-            "enabled": True, "forcePathStyle": True, "fileType": "PARQUET", "exportMode": "FULL_HISTORY"}
+    body = {
+        "projectId": project_id,
+        "type": "S3_COMPATIBLE",
+        "bucketName": "exports",
+        "endpoint": "http://127.0.0.1:9000",
+        "region": "us-east-1",
+        "accessKeyId": "AKIA-TEST",
+        "secretAccessKey": "very-secret-value",
+        "prefix": "langfuse/",
+        "exportFrequency": "hourly",
+        "enabled": True,
+        "forcePathStyle": True,
+        "fileType": "PARQUET",
+        "exportMode": "FULL_HISTORY",
+    }
     return {**body, **overrides}
 
 
@@ -50,7 +61,11 @@ async def test_upsert_list_status_delete_and_secret_never_returned(app_and_auth)
     assert created.status_code == 200, created.text
     view = created.json()
     assert (view["id"], view["bucketName"], view["exportFrequency"], view["fileType"]) == (
-        project_id, "exports", "hourly", "PARQUET")
+        project_id,
+        "exports",
+        "hourly",
+        "PARQUET",
+    )
     assert "very-secret-value" not in created.text and "secretAccessKey" not in view
     listed = (await _call(app, "GET", "/api/public/integrations/blob-storage", auth)).json()
     assert [i["projectId"] for i in listed["data"]] == [project_id]
@@ -60,13 +75,19 @@ async def test_upsert_list_status_delete_and_secret_never_returned(app_and_auth)
 
     # Encrypted at rest: the stored column holds neither the secret nor anything that reveals it.
     with svc.metadata.engine.connect() as conn:
-        stored = conn.execute(text("SELECT secret_access_key FROM blob_storage_integrations WHERE project_id = :p"),
-                              {"p": project_id}).scalar_one()
+        stored = conn.execute(
+            text("SELECT secret_access_key FROM blob_storage_integrations WHERE project_id = :p"), {"p": project_id}
+        ).scalar_one()
     assert stored.startswith("v1:") and "very-secret-value" not in stored
     assert SecretBox(KEY).decrypt(stored) == "very-secret-value"
 
-    updated = await _call(app, "PUT", "/api/public/integrations/blob-storage", auth,
-                          _body(project_id, exportFrequency="every_15_minutes", enabled=False, fileType="JSONL"))
+    updated = await _call(
+        app,
+        "PUT",
+        "/api/public/integrations/blob-storage",
+        auth,
+        _body(project_id, exportFrequency="every_15_minutes", enabled=False, fileType="JSONL"),
+    )
     assert updated.json()["exportFrequency"] == "every_15_minutes" and updated.json()["enabled"] is False
     status = (await _call(app, "GET", f"/api/public/integrations/blob-storage/{project_id}", auth)).json()
     assert status["syncStatus"] == "disabled"
@@ -92,16 +113,19 @@ async def test_scope_project_key_versus_admin_key(app_and_auth, services):
     assert (await _call(app, "GET", "/api/public/integrations/blob-storage", {})).status_code == 401
 
 
-@pytest.mark.parametrize(("overrides", "fragment"), [
-    ({"type": "FTP"}, "type"),
-    ({"exportFrequency": "every_minute"}, "exportFrequency"),
-    ({"fileType": "JSON"}, "fileType"),
-    ({"exportMode": "FROM_CUSTOM_DATE"}, "exportStartDate is required"),
-    ({"endpoint": None}, "endpoint is required"),
-    ({"prefix": "no-slash"}, "prefix must end with '/'"),
-    ({"secretAccessKey": None}, "go together"),
-    ({"bucketName": ""}, "bucketName"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"type": "FTP"}, "type"),
+        ({"exportFrequency": "every_minute"}, "exportFrequency"),
+        ({"fileType": "JSON"}, "fileType"),
+        ({"exportMode": "FROM_CUSTOM_DATE"}, "exportStartDate is required"),
+        ({"endpoint": None}, "endpoint is required"),
+        ({"prefix": "no-slash"}, "prefix must end with '/'"),
+        ({"secretAccessKey": None}, "go together"),
+        ({"bucketName": ""}, "bucketName"),
+    ],
+)
 async def test_invalid_integrations_are_400_with_the_reason(app_and_auth, overrides, fragment):
     app, _, project_id, auth = app_and_auth
     response = await _call(app, "PUT", "/api/public/integrations/blob-storage", auth, _body(project_id, **overrides))
@@ -137,22 +161,57 @@ def test_cli_set_list_delete(tmp_path):
     import subprocess
     import sys
 
-    env = {"PATH": "/usr/bin:/bin", "TRACEHOUSE_DATA_DIR": str(tmp_path / "d"), "ENCRYPTION_KEY": KEY,
-           "TRACEHOUSE_EXPORT_SECRET_ACCESS_KEY": "cli-secret"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TRACEHOUSE_DATA_DIR": str(tmp_path / "d"),
+        "ENCRYPTION_KEY": KEY,
+        "TRACEHOUSE_EXPORT_SECRET_ACCESS_KEY": "cli-secret",
+    }
 
     def run(*args, extra=None):
-        return subprocess.run([sys.executable, "-m", "tracehouse", *args], env={**env, **(extra or {})},
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "tracehouse", *args],
+            env={**env, **(extra or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     assert run("projects", "create", "p", "--id", "cli-p", "--no-with-key").returncode == 0
-    made = run("export", "integrations", "set", "--project", "cli-p", "--type", "S3", "--bucket", "b1",
-               "--access-key-id", "AK", "--prefix", "x/", "--frequency", "daily")
+    made = run(
+        "export",
+        "integrations",
+        "set",
+        "--project",
+        "cli-p",
+        "--type",
+        "S3",
+        "--bucket",
+        "b1",
+        "--access-key-id",
+        "AK",
+        "--prefix",
+        "x/",
+        "--frequency",
+        "daily",
+    )
     assert made.returncode == 0, made.stderr
     assert "cli-secret" not in made.stdout
     listed = run("export", "integrations", "list").stdout
     assert "cli-p\tS3\tb1\tx/\tdaily\tPARQUET\tidle" in listed and "cli-secret" not in listed
-    bad = run("export", "integrations", "set", "--project", "cli-p", "--type", "S3", "--bucket", "b1",
-              "--frequency", "every_minute")
+    bad = run(
+        "export",
+        "integrations",
+        "set",
+        "--project",
+        "cli-p",
+        "--type",
+        "S3",
+        "--bucket",
+        "b1",
+        "--frequency",
+        "every_minute",
+    )
     assert bad.returncode == 1 and bad.stderr.startswith("error: exportFrequency")
     # Secrets exist now: starting without the key is refused in one line.
     refused = run("migrate", extra={"ENCRYPTION_KEY": ""})

@@ -36,8 +36,9 @@ class FaultyInserts:
                 if self.after_commit:
                     await self._ch.insert_arrow(table, data, **kwargs)
                     raise ClickHouseError("Timeout exceeded: elapsed 30001 ms", ClickHouseErrorKind.TIMEOUT)
-                raise ClickHouseError("Code: 241. DB::Exception: Memory limit (injected)",
-                                      ClickHouseErrorKind.MEMORY_LIMIT)
+                raise ClickHouseError(
+                    "Code: 241. DB::Exception: Memory limit (injected)", ClickHouseErrorKind.MEMORY_LIMIT
+                )
         return await self._ch.insert_arrow(table, data, **kwargs)
 
 
@@ -59,18 +60,53 @@ async def test_batch_is_merged_into_finalrows_of(services, project):
     app = create_app(services)
     batch = [
         # The update arrives first and in an earlier batch position: merge order follows timestamps.
-        ev("span-update", {"id": "s1", "traceId": "t1", "endTime": ts(5), "output": {"answer": 42},
-                           "metadata": {"step": "done"}}, seconds=5),
-        ev("trace-create", {"id": "t1", "name": "chat", "userId": "u1", "sessionId": "sess1", "tags": ["b", "a"],
-                            "metadata": {"k": "v", "n": 1}, "input": "hi", "environment": "Langfuse-Prod",
-                            "release": "r1"}, seconds=0),
-        ev("span-create", {"id": "s1", "traceId": "t1", "name": "retrieve", "startTime": ts(1),
-                           "metadata": {"step": "start", "source": "kb"}}, seconds=1),
-        ev("generation-create", {"id": "g1", "traceId": "t1", "parentObservationId": "s1", "name": "llm",
-                                 "model": "gpt-4o", "startTime": ts(2), "endTime": ts(3),
-                                 "modelParameters": {"temperature": 0.2},
-                                 "usageDetails": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                                 "costDetails": {"input": 0.001, "output": 0.002}}, seconds=2),
+        ev(
+            "span-update",
+            {"id": "s1", "traceId": "t1", "endTime": ts(5), "output": {"answer": 42}, "metadata": {"step": "done"}},
+            seconds=5,
+        ),
+        ev(
+            "trace-create",
+            {
+                "id": "t1",
+                "name": "chat",
+                "userId": "u1",
+                "sessionId": "sess1",
+                "tags": ["b", "a"],
+                "metadata": {"k": "v", "n": 1},
+                "input": "hi",
+                "environment": "Langfuse-Prod",
+                "release": "r1",
+            },
+            seconds=0,
+        ),
+        ev(
+            "span-create",
+            {
+                "id": "s1",
+                "traceId": "t1",
+                "name": "retrieve",
+                "startTime": ts(1),
+                "metadata": {"step": "start", "source": "kb"},
+            },
+            seconds=1,
+        ),
+        ev(
+            "generation-create",
+            {
+                "id": "g1",
+                "traceId": "t1",
+                "parentObservationId": "s1",
+                "name": "llm",
+                "model": "gpt-4o",
+                "startTime": ts(2),
+                "endTime": ts(3),
+                "modelParameters": {"temperature": 0.2},
+                "usageDetails": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                "costDetails": {"input": 0.001, "output": 0.002},
+            },
+            seconds=2,
+        ),
         ev("score-create", {"id": "sc1", "traceId": "t1", "name": "quality", "value": 0.9}, seconds=6),
         ev("trace-create", {"id": "t1", "tags": ["c"], "output": "bye"}, seconds=7),
     ]
@@ -86,7 +122,12 @@ async def test_batch_is_merged_into_finalrows_of(services, project):
     observations = await rows_of(services, "observations", project_id)
     trace = traces[0]
     assert (trace["id"], trace["name"], trace["user_id"], trace["session_id"], trace["release"]) == (
-        "t1", "chat", "u1", "sess1", "r1")
+        "t1",
+        "chat",
+        "u1",
+        "sess1",
+        "r1",
+    )
     assert trace["tags"] == ["a", "b", "c"] and trace["environment"] == "prod"
     assert dict(trace["metadata"]) == {"k": "v", "n": "1"}
     assert (trace["input"], trace["output"]) == ("hi", "bye")
@@ -103,7 +144,12 @@ async def test_batch_is_merged_into_finalrows_of(services, project):
     assert json.loads(gen["model_parameters"]) == {"temperature": 0.2}
     score = scores[0]
     assert (score["id"], score["name"], score["value"], score["trace_id"], score["data_type"]) == (
-        "sc1", "quality", 0.9, "t1", "NUMERIC")
+        "sc1",
+        "quality",
+        0.9,
+        "t1",
+        "NUMERIC",
+    )
     assert (score["ingestion_sdk_name"], score["ingestion_sdk_version"]) == ("python", "2.60.10")
     sample = services.metrics.registry.get_sample_value
     assert sample("ingestion_events_total", {"status": "accepted"}) == len(batch)
@@ -120,8 +166,12 @@ async def test_malformed_events_fail_alone(services, project):
         {"id": "bad-time", "timestamp": "yesterday", "type": "trace-create", "body": {"id": "t2"}},
         {"id": "bad-type", "timestamp": ts(), "type": "trace-explode", "body": {"id": "t3"}},
         {"id": "bad-level", "timestamp": ts(), "type": "span-create", "body": {"id": "s", "level": "LOUD"}},
-        {"id": "bad-score", "timestamp": ts(), "type": "score-create", "body": {"name": "n", "value": 2,
-                                                                              "dataType": "BOOLEAN", "traceId": "t"}},
+        {
+            "id": "bad-score",
+            "timestamp": ts(),
+            "type": "score-create",
+            "body": {"name": "n", "value": 2, "dataType": "BOOLEAN", "traceId": "t"},
+        },
         "not an object",
         {"id": "log", "timestamp": ts(), "type": "sdk-log", "body": {"log": "hello"}},
     ]
@@ -151,11 +201,15 @@ async def test_request_level_errors(services, project):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         not_json = await client.post("/api/public/ingestion", headers=headers, content=b"{nope")
         no_batch = await client.post("/api/public/ingestion", headers=headers, json={"events": []})
-        too_big = await client.post("/api/public/ingestion", headers=headers,
-                                    content=json.dumps({"batch": [{"x": "y" * 5_000_000}]}))
+        too_big = await client.post(
+            "/api/public/ingestion", headers=headers, content=json.dumps({"batch": [{"x": "y" * 5_000_000}]})
+        )
         unauth = await client.post("/api/public/ingestion", json={"batch": []})
-        big_event = await client.post("/api/public/ingestion", headers=headers, content=json.dumps(
-            {"batch": [ev("trace-create", {"id": "huge", "input": "z" * 1_200_000})]}))
+        big_event = await client.post(
+            "/api/public/ingestion",
+            headers=headers,
+            content=json.dumps({"batch": [ev("trace-create", {"id": "huge", "input": "z" * 1_200_000})]}),
+        )
     assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
     assert no_batch.status_code == 400 and no_batch.json()["errors"] == ["batch: expected an array of events"]
     assert too_big.status_code == 413 and "4.5 MB" in too_big.json()["error"]
@@ -169,12 +223,21 @@ async def test_scores_endpoint_single_and_array(services, project):
     runner = await start_ingestion(services)
     try:
         single = await _post(app, "/api/public/scores", headers, {"traceId": "t1", "name": "helpful", "value": 1})
-        array_ok = await _post(app, "/api/public/scores", headers, [
-            {"id": "a1", "traceId": "t1", "name": "tone", "value": "polite", "dataType": "CATEGORICAL"},
-            {"id": "a2", "sessionId": "s1", "name": "flag", "value": 1, "dataType": "BOOLEAN"}])
-        partial = await _post(app, "/api/public/scores", headers, [
-            {"id": "a3", "traceId": "t1", "name": "len", "value": 3},
-            {"id": "a4", "name": "no-target", "value": 3}])
+        array_ok = await _post(
+            app,
+            "/api/public/scores",
+            headers,
+            [
+                {"id": "a1", "traceId": "t1", "name": "tone", "value": "polite", "dataType": "CATEGORICAL"},
+                {"id": "a2", "sessionId": "s1", "name": "flag", "value": 1, "dataType": "BOOLEAN"},
+            ],
+        )
+        partial = await _post(
+            app,
+            "/api/public/scores",
+            headers,
+            [{"id": "a3", "traceId": "t1", "name": "len", "value": 3}, {"id": "a4", "name": "no-target", "value": 3}],
+        )
         bad_single = await _post(app, "/api/public/scores", headers, {"name": "x", "value": 1})
         rows = await until(lambda: _has(services, "scores", project_id, 4))
     finally:
@@ -200,8 +263,12 @@ async def test_insert_failures_are_retried_then_succeed(services, project):
     faulty = FaultyInserts(services.clickhouse, "traces", fail=2)
     runner = await start_ingestion(services, faulty)
     try:
-        await _post(create_app(services), "/api/public/ingestion", headers,
-                    {"batch": [ev("trace-create", {"id": "retry-me", "name": "r"})]})
+        await _post(
+            create_app(services),
+            "/api/public/ingestion",
+            headers,
+            {"batch": [ev("trace-create", {"id": "retry-me", "name": "r"})]},
+        )
         rows = await until(lambda: rows_of(services, "traces", project_id))
     finally:
         await runner.shutdown(10)
@@ -214,14 +281,21 @@ async def test_timeout_after_commit_is_not_written_twice(services, project):
     faulty = FaultyInserts(services.clickhouse, "traces", fail=1, after_commit=True)
     runner = await start_ingestion(services, faulty)
     try:
-        await _post(create_app(services), "/api/public/ingestion", headers,
-                    {"batch": [ev("trace-create", {"id": "once", "name": "r"})]})
+        await _post(
+            create_app(services),
+            "/api/public/ingestion",
+            headers,
+            {"batch": [ev("trace-create", {"id": "once", "name": "r"})]},
+        )
         await until(lambda: rows_of(services, "traces", project_id))
         await asyncio.sleep(0.5)
     finally:
         await runner.shutdown(10)
-    raw = await services.clickhouse.query("SELECT count() AS n FROM traces WHERE project_id = {p:String}",
-                                          {"p": project_id}, workload=Workload.INTERACTIVE)
+    raw = await services.clickhouse.query(
+        "SELECT count() AS n FROM traces WHERE project_id = {p:String}",
+        {"p": project_id},
+        workload=Workload.INTERACTIVE,
+    )
     assert faulty.inserts == 1, "the committed insert must be detected, not repeated"
     assert raw[0]["n"] == 1
 
@@ -230,24 +304,41 @@ async def test_exhausted_writes_are_dead_lettered_and_replay_restores_them(servi
     project_id, headers = project
     # Fail every insert into observations for longer than the job's attempts.
     faulty = FaultyInserts(services.clickhouse, "observations", fail=10_000)
-    fast = {name: dataclasses.replace(spec, job_options={**spec.job_options, "attempts": 2,
-                                                         "backoff": {"type": "fixed", "delay": 50}})
-            for name, spec in QUEUES.items()}
+    fast = {
+        name: dataclasses.replace(
+            spec, job_options={**spec.job_options, "attempts": 2, "backoff": {"type": "fixed", "delay": 50}}
+        )
+        for name, spec in QUEUES.items()
+    }
     producer = QueueProducer(services.redis_connection, fast, prefix=services.settings.redis_key_prefix)
     app = create_app(services)
     app.state.producer = producer
     runner = await start_ingestion(services, faulty)
     try:
-        await _post(app, "/api/public/ingestion", headers, {"batch": [
-            ev("trace-create", {"id": "dl-trace"}), ev("span-create", {"id": "dl-span", "traceId": "dl-trace"})]})
-        letters = await until(lambda: asyncio.to_thread(
-            lambda: [d for d in list_dead_letters(services.metadata) if d.project_id == project_id] or None))
+        await _post(
+            app,
+            "/api/public/ingestion",
+            headers,
+            {
+                "batch": [
+                    ev("trace-create", {"id": "dl-trace"}),
+                    ev("span-create", {"id": "dl-span", "traceId": "dl-trace"}),
+                ]
+            },
+        )
+        letters = await until(
+            lambda: asyncio.to_thread(
+                lambda: [d for d in list_dead_letters(services.metadata) if d.project_id == project_id] or None
+            )
+        )
     finally:
         await runner.shutdown(10)
     assert {(d.table_name, d.entity_id) for d in letters} == {("traces", "dl-trace"), ("observations", "dl-span")}
     assert all(d.attempts == 2 and "Memory limit" in d.last_error for d in letters)
-    assert services.metrics.registry.get_sample_value("ingestion_rows_dead_lettered_total",
-                                                      {"table": "observations"}) == 1.0
+    assert (
+        services.metrics.registry.get_sample_value("ingestion_rows_dead_lettered_total", {"table": "observations"})
+        == 1.0
+    )
     assert await rows_of(services, "observations", project_id) == []
 
     # The fault is gone; a replay re-runs the raw batch and the rows appear.
@@ -267,8 +358,10 @@ async def test_concurrent_batches_for_one_entity_keep_every_update(services, pro
     app = create_app(services)
     runner = await start_ingestion(services)
     try:
-        batches = [[ev("trace-create", {"id": "shared", "metadata": {f"k{i}": str(i)}, "tags": [f"t{i}"]},
-                       seconds=i)] for i in range(12)]
+        batches = [
+            [ev("trace-create", {"id": "shared", "metadata": {f"k{i}": str(i)}, "tags": [f"t{i}"]}, seconds=i)]
+            for i in range(12)
+        ]
         await asyncio.gather(*(_post(app, "/api/public/ingestion", headers, {"batch": b}) for b in batches))
         row = await until(lambda: _with_tags(services, project_id, 12))
     finally:
@@ -287,10 +380,27 @@ async def test_history_reads_of_concurrent_jobs_share_one_query(services, projec
 
     project_id, _ = project
     now = datetime.now(UTC)
-    await services.clickhouse.insert_arrow("ingestion_event_log", pa.Table.from_pylist([
-        {"project_id": project_id, "entity": "trace", "entity_id": f"h{i}", "event_id": f"e{i}",
-         "event_type": "trace-create", "event_time": now, "body": json.dumps({"id": f"h{i}"}), "batch_key": "k",
-         "received_at": now, "event_ts": now} for i in range(6)]), workload=Workload.INGESTION)
+    await services.clickhouse.insert_arrow(
+        "ingestion_event_log",
+        pa.Table.from_pylist(
+            [
+                {
+                    "project_id": project_id,
+                    "entity": "trace",
+                    "entity_id": f"h{i}",
+                    "event_id": f"e{i}",
+                    "event_type": "trace-create",
+                    "event_time": now,
+                    "body": json.dumps({"id": f"h{i}"}),
+                    "batch_key": "k",
+                    "received_at": now,
+                    "event_ts": now,
+                }
+                for i in range(6)
+            ]
+        ),
+        workload=Workload.INGESTION,
+    )
 
     class Counting:
         def __init__(self, inner):
@@ -302,8 +412,9 @@ async def test_history_reads_of_concurrent_jobs_share_one_query(services, projec
 
     counting = Counting(services.clickhouse)
     reader = HistoryReader(counting)
-    results = await asyncio.gather(*(reader.read({(project_id, "trace", f"h{i}"), (project_id, "trace", "none")})
-                                     for i in range(6)))
+    results = await asyncio.gather(
+        *(reader.read({(project_id, "trace", f"h{i}"), (project_id, "trace", "none")}) for i in range(6))
+    )
     assert counting.queries == 1
     assert [[r["event_id"] for r in rows] for rows in results] == [[f"e{i}"] for i in range(6)]
 
@@ -312,6 +423,7 @@ async def test_history_reads_of_concurrent_jobs_share_one_query(services, projec
             raise ClickHouseError("Code: 241. memory limit exceeded", ClickHouseErrorKind.MEMORY_LIMIT)
 
     failing = HistoryReader(Failing())
-    outcomes = await asyncio.gather(*(failing.read({(project_id, "trace", "x")}) for _ in range(3)),
-                                    return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(failing.read({(project_id, "trace", "x")}) for _ in range(3)), return_exceptions=True
+    )
     assert all(isinstance(o, ClickHouseError) for o in outcomes)  # every waiting job fails (and is retried)

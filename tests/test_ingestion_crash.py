@@ -41,12 +41,24 @@ def _batch(i):
         trace_id = f"t-{i}-{j}"
         stamp = lambda dt: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now + dt)) + ".000Z"  # noqa: E731
         events += [
-            {"id": str(uuid.uuid4()), "timestamp": stamp(0), "type": "trace-create",
-             "body": {"id": trace_id, "name": "crash", "input": "x" * 200}},
-            {"id": str(uuid.uuid4()), "timestamp": stamp(0.1), "type": "span-create",
-             "body": {"id": f"s-{i}-{j}", "traceId": trace_id, "name": "work"}},
-            {"id": str(uuid.uuid4()), "timestamp": stamp(0.2), "type": "trace-create",
-             "body": {"id": trace_id, "output": "done"}},
+            {
+                "id": str(uuid.uuid4()),
+                "timestamp": stamp(0),
+                "type": "trace-create",
+                "body": {"id": trace_id, "name": "crash", "input": "x" * 200},
+            },
+            {
+                "id": str(uuid.uuid4()),
+                "timestamp": stamp(0.1),
+                "type": "span-create",
+                "body": {"id": f"s-{i}-{j}", "traceId": trace_id, "name": "work"},
+            },
+            {
+                "id": str(uuid.uuid4()),
+                "timestamp": stamp(0.2),
+                "type": "trace-create",
+                "body": {"id": trace_id, "output": "done"},
+            },
         ]
     return {"batch": events}
 
@@ -54,9 +66,15 @@ def _batch(i):
 def test_sigkill_mid_ingestion_loses_and_duplicates_nothing(tmp_path, redis_url, key_prefix):
     port = free_port()
     data_dir = tmp_path / "data"
-    env = {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": key_prefix, "LANGFUSE_INIT_PROJECT_ID": "crash",
-           "LANGFUSE_INIT_PROJECT_PUBLIC_KEY": "pk-lf-crash", "LANGFUSE_INIT_PROJECT_SECRET_KEY": "sk-lf-crash",
-           "TRACEHOUSE_QUEUE_LOCK_DURATION_MS": "3000", "TRACEHOUSE_QUEUE_STALLED_INTERVAL_MS": "1000"}
+    env = {
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": key_prefix,
+        "LANGFUSE_INIT_PROJECT_ID": "crash",
+        "LANGFUSE_INIT_PROJECT_PUBLIC_KEY": "pk-lf-crash",
+        "LANGFUSE_INIT_PROJECT_SECRET_KEY": "sk-lf-crash",
+        "TRACEHOUSE_QUEUE_LOCK_DURATION_MS": "3000",
+        "TRACEHOUSE_QUEUE_STALLED_INTERVAL_MS": "1000",
+    }
     args = ["serve", "--port", str(port), "--data-dir", str(data_dir)]
     auth = {"Authorization": "Basic " + base64.b64encode(b"pk-lf-crash:sk-lf-crash").decode()}
     client = redis.Redis(**bullmq_connection(redis_url))
@@ -101,8 +119,9 @@ def test_sigkill_mid_ingestion_loses_and_duplicates_nothing(tmp_path, redis_url,
         client.close()
     assert failed == 0
 
-    result = subprocess.run([sys.executable, "-c", COUNT_SCRIPT, str(data_dir / "clickhouse")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", COUNT_SCRIPT, str(data_dir / "clickhouse")], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stdout.strip().splitlines()[-1])
     expected = BATCHES * TRACES_PER_BATCH

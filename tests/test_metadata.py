@@ -85,14 +85,15 @@ def schema_snapshot(engine: sa.Engine) -> dict[str, Any]:
     snapshot: dict[str, Any] = {}
     for table in sorted(inspector.get_table_names()):
         snapshot[table] = {
-            "columns": [
-                (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
-            ],
+            "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
             "pk": inspector.get_pk_constraint(table)["constrained_columns"],
-            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
-                              for i in inspector.get_indexes(table)),
-            "fks": sorted((f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"])
-                          for f in inspector.get_foreign_keys(table)),
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)
+            ),
+            "fks": sorted(
+                (f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"])
+                for f in inspector.get_foreign_keys(table)
+            ),
         }
     return snapshot
 
@@ -206,9 +207,7 @@ def _scripts_with(tmp_path: Path, source: str) -> Path:
     return target
 
 
-def test_failed_migration_leaves_no_trace(
-    db: MetadataDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_migration_leaves_no_trace(db: MetadataDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = create_project(db, "survivor")
     create_api_key(db, project.id, salt=SALT)
     before = schema_snapshot(db.engine)
@@ -346,9 +345,7 @@ def test_created_keys_look_like_langfuse_and_secret_is_not_stored(db: MetadataDB
         assert secret_body.replace("-", "") not in value
 
     # Langfuse's fast hash: sha256(secret + sha256(SALT).hexdigest()).
-    expected = hashlib.sha256(
-        (key.secret_key + hashlib.sha256(SALT.encode()).hexdigest()).encode()
-    ).hexdigest()
+    expected = hashlib.sha256((key.secret_key + hashlib.sha256(SALT.encode()).hexdigest()).encode()).hexdigest()
     with db.engine.connect() as conn:
         row = conn.execute(
             sa.text("SELECT hashed_secret_key, display_secret_key, note FROM api_keys WHERE public_key = :pk"),
@@ -360,7 +357,10 @@ def test_created_keys_look_like_langfuse_and_secret_is_not_stored(db: MetadataDB
 
     (info,) = list_api_keys(db, project.id)
     assert (info.id, info.public_key, info.display_secret_key, info.note) == (
-        key.id, key.public_key, key.display_secret_key, "ci"
+        key.id,
+        key.public_key,
+        key.display_secret_key,
+        "ci",
     )
     assert info.revoked_at is None and info.last_used_at is None
 
@@ -417,8 +417,7 @@ def test_verify_from_worker_threads(db: MetadataDB) -> None:
 
     async def main() -> list[str | None]:
         calls = [
-            asyncio.to_thread(verify_api_key, db, key.public_key, key.secret_key if i % 2 else "sk-lf-bad",
-                              salt=SALT)
+            asyncio.to_thread(verify_api_key, db, key.public_key, key.secret_key if i % 2 else "sk-lf-bad", salt=SALT)
             for i in range(16)
         ]
         return await asyncio.gather(*calls)

@@ -45,8 +45,9 @@ def test_no_request_causes_a_server_error(api_schema):
         def check(case):
             response = case.call(headers=AUTH)
             if response.status_code >= 500:
-                failures.append(f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}: "
-                                f"{response.text[:200]}")
+                failures.append(
+                    f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}: {response.text[:200]}"
+                )
 
         check()
     assert len(exercised) >= 15, exercised

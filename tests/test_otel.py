@@ -24,9 +24,14 @@ def _kv(key, value):
 
 
 def _export(trace_id: bytes, spans):
-    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(
-        resource={"attributes": [_kv("service.name", "svc"), _kv("deployment.environment", "Prod")]},
-        scope_spans=[ScopeSpans(scope={"name": "langfuse-sdk", "version": "5.0.4"}, spans=spans)])])
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource={"attributes": [_kv("service.name", "svc"), _kv("deployment.environment", "Prod")]},
+                scope_spans=[ScopeSpans(scope={"name": "langfuse-sdk", "version": "5.0.4"}, spans=spans)],
+            )
+        ]
+    )
 
 
 async def _post(app, headers, body, content_type, encoding=None):
@@ -38,19 +43,39 @@ async def _post(app, headers, body, content_type, encoding=None):
 async def test_protobuf_gzip_spans_map_to_trace_and_observations(services, project):
     project_id, headers = project
     trace_id, root_id, child_id = uuid.uuid4().bytes, uuid.uuid4().bytes[:8], uuid.uuid4().bytes[:8]
-    root = Span(trace_id=trace_id, span_id=root_id, name="agent-run", start_time_unix_nano=T0,
-                end_time_unix_nano=T0 + 2_000_000_000, attributes=[
-                    _kv("langfuse.trace.name", "support"), _kv("langfuse.user.id", "u9"),
-                    _kv("langfuse.session.id", "s9"), _kv("langfuse.trace.tags", '["a","b"]'),
-                    _kv("langfuse.trace.metadata.team", '"core"'), _kv("langfuse.observation.type", "agent"),
-                    _kv("langfuse.observation.input", '{"ask":"refund"}'),
-                    _kv("langfuse.observation.metadata.customer", '"acme"')])
-    child = Span(trace_id=trace_id, span_id=child_id, parent_span_id=root_id, name="chat gpt-4o",
-                 start_time_unix_nano=T0 + 100_000_000, end_time_unix_nano=T0 + 900_000_000,
-                 status=Status(code=2, message="rate limited"), attributes=[
-                     _kv("gen_ai.operation.name", "chat"), _kv("gen_ai.request.model", "gpt-4o"),
-                     _kv("gen_ai.usage.input_tokens", 20), _kv("gen_ai.usage.output_tokens", 8),
-                     _kv("gen_ai.request.temperature", "0.3")])
+    root = Span(
+        trace_id=trace_id,
+        span_id=root_id,
+        name="agent-run",
+        start_time_unix_nano=T0,
+        end_time_unix_nano=T0 + 2_000_000_000,
+        attributes=[
+            _kv("langfuse.trace.name", "support"),
+            _kv("langfuse.user.id", "u9"),
+            _kv("langfuse.session.id", "s9"),
+            _kv("langfuse.trace.tags", '["a","b"]'),
+            _kv("langfuse.trace.metadata.team", '"core"'),
+            _kv("langfuse.observation.type", "agent"),
+            _kv("langfuse.observation.input", '{"ask":"refund"}'),
+            _kv("langfuse.observation.metadata.customer", '"acme"'),
+        ],
+    )
+    child = Span(
+        trace_id=trace_id,
+        span_id=child_id,
+        parent_span_id=root_id,
+        name="chat gpt-4o",
+        start_time_unix_nano=T0 + 100_000_000,
+        end_time_unix_nano=T0 + 900_000_000,
+        status=Status(code=2, message="rate limited"),
+        attributes=[
+            _kv("gen_ai.operation.name", "chat"),
+            _kv("gen_ai.request.model", "gpt-4o"),
+            _kv("gen_ai.usage.input_tokens", 20),
+            _kv("gen_ai.usage.output_tokens", 8),
+            _kv("gen_ai.request.temperature", "0.3"),
+        ],
+    )
     body = gzip.compress(_export(trace_id, [root, child]).SerializeToString())
     runner = await start_ingestion(services)
     try:
@@ -62,17 +87,27 @@ async def test_protobuf_gzip_spans_map_to_trace_and_observations(services, proje
     assert response.status_code == 200
     by_id = {o["id"]: o for o in observations}
     agent, gen = by_id[root_id.hex()], by_id[child_id.hex()]
-    assert (agent["type"], agent["trace_id"], json.loads(agent["input"])) == ("AGENT", trace_id.hex(),
-                                                                             {"ask": "refund"})
+    assert (agent["type"], agent["trace_id"], json.loads(agent["input"])) == (
+        "AGENT",
+        trace_id.hex(),
+        {"ask": "refund"},
+    )
     assert dict(agent["metadata"])["customer"] == "acme" and agent["environment"] == "prod"
     assert (gen["type"], gen["parent_observation_id"], gen["provided_model_name"]) == (
-        "GENERATION", root_id.hex(), "gpt-4o")
+        "GENERATION",
+        root_id.hex(),
+        "gpt-4o",
+    )
     assert dict(gen["usage_details"]) == {"input": 20, "output": 8, "total": 28}
     assert (gen["level"], gen["status_message"]) == ("ERROR", "rate limited")
     assert (gen["end_time"] - gen["start_time"]).total_seconds() == 0.8
     trace = traces[0]
-    assert (trace["id"], trace["name"], trace["user_id"], trace["session_id"]) == (trace_id.hex(), "support", "u9",
-                                                                                   "s9")
+    assert (trace["id"], trace["name"], trace["user_id"], trace["session_id"]) == (
+        trace_id.hex(),
+        "support",
+        "u9",
+        "s9",
+    )
     assert trace["tags"] == ["a", "b"] and dict(trace["metadata"])["team"] == "core"
 
 
@@ -84,10 +119,29 @@ async def _count(services, table, project_id, n):
 async def test_json_export_with_child_only_gets_a_trace(services, project):
     project_id, headers = project
     trace_hex, span_hex = uuid.uuid4().hex, uuid.uuid4().hex[:16]
-    payload = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"scope": {"name": "x"}, "spans": [
-        {"traceId": trace_hex, "spanId": span_hex, "parentSpanId": "ab" * 8, "name": "tool-call",
-         "startTimeUnixNano": str(T0), "endTimeUnixNano": str(T0 + 1_000_000),
-         "attributes": [{"key": "gen_ai.tool.name", "value": {"stringValue": "search"}}]}]}]}]}
+    payload = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": []},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "x"},
+                        "spans": [
+                            {
+                                "traceId": trace_hex,
+                                "spanId": span_hex,
+                                "parentSpanId": "ab" * 8,
+                                "name": "tool-call",
+                                "startTimeUnixNano": str(T0),
+                                "endTimeUnixNano": str(T0 + 1_000_000),
+                                "attributes": [{"key": "gen_ai.tool.name", "value": {"stringValue": "search"}}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     runner = await start_ingestion(services)
     try:
         response = await _post(create_app(services), headers, json.dumps(payload).encode(), "application/json")

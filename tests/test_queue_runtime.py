@@ -44,6 +44,7 @@ async def test_each_role_consumes_exactly_its_queues(services, role):
     def recorder(name):
         async def process(job, token):
             seen.append(name)
+
         return process
 
     processors = {name: recorder(name) for name in QUEUES}
@@ -68,8 +69,13 @@ async def test_each_role_consumes_exactly_its_queues(services, role):
 
 async def test_per_queue_flag_switches_a_consumer_off(services):
     processors = {name: (lambda job, token: asyncio.sleep(0)) for name in QUEUES}
-    runner = await start_workers(services, WorkerRole.EXPORT, processors=processors, crons=[],
-                                 environ={"QUEUE_CONSUMER_BATCH_EXPORT_QUEUE_IS_ENABLED": "false"})
+    runner = await start_workers(
+        services,
+        WorkerRole.EXPORT,
+        processors=processors,
+        crons=[],
+        environ={"QUEUE_CONSUMER_BATCH_EXPORT_QUEUE_IS_ENABLED": "false"},
+    )
     try:
         assert set(runner.queue_names) == {"blobstorage-integration-queue", "blobstorage-integration-processing-queue"}
     finally:
@@ -78,9 +84,14 @@ async def test_per_queue_flag_switches_a_consumer_off(services):
 
 async def _run_one(services, spec, processor, opts, *, until_state, job_data=None):
     queue = _queue(services, spec.name)
-    runner = QueueRunner(services.redis_connection, [spec], {spec.name: processor},
-                         prefix=services.settings.redis_key_prefix, metrics=services.metrics,
-                         activity=ActivityTracker(redis_client(services.redis_url), services.settings.redis_key_prefix))
+    runner = QueueRunner(
+        services.redis_connection,
+        [spec],
+        {spec.name: processor},
+        prefix=services.settings.redis_key_prefix,
+        metrics=services.metrics,
+        activity=ActivityTracker(redis_client(services.redis_url), services.settings.redis_key_prefix),
+    )
     await runner.start()
     job = await queue.add("j", job_data or {}, opts)
 
@@ -105,9 +116,13 @@ async def test_retry_with_exponential_backoff_then_success(services):
         return {"ok": True}
 
     spec = QueueSpec("retry-test", RoleGroup.INGESTION)
-    job, state = await _run_one(services, spec, flaky,
-                                {"attempts": 5, "backoff": {"type": "exponential", "delay": 200}},
-                                until_state={"completed", "failed"})
+    job, state = await _run_one(
+        services,
+        spec,
+        flaky,
+        {"attempts": 5, "backoff": {"type": "exponential", "delay": 200}},
+        until_state={"completed", "failed"},
+    )
     assert state == "completed" and job.attemptsMade == 4 and job.returnvalue == {"ok": True}
     gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
     # 200, 400, 800 ms: sub-second and growing (bullmq alone would round each up to a whole second).
@@ -118,8 +133,9 @@ async def test_retry_with_exponential_backoff_then_success(services):
     done = sample("queue_jobs_total", {"queue": "retry-test", "status": "completed"})
     attempts_total = sample("queue_job_attempts_total", {"queue": "retry-test"})
     assert (failed, done, attempts_total) == (3.0, 1.0, 4.0)
-    count = services.metrics.registry.get_sample_value("queue_job_duration_seconds_count",
-                                                       {"queue": "retry-test", "status": "completed"})
+    count = services.metrics.registry.get_sample_value(
+        "queue_job_duration_seconds_count", {"queue": "retry-test", "status": "completed"}
+    )
     assert count == 1.0
 
 
@@ -128,8 +144,7 @@ async def test_stored_errors_are_truncated(services):
         raise ValueError("x" * 1_000_000)
 
     spec = QueueSpec("error-test", RoleGroup.INGESTION)
-    job, state = await _run_one(services, spec, explode, {"attempts": 1, "stackTraceLimit": 1},
-                                until_state={"failed"})
+    job, state = await _run_one(services, spec, explode, {"attempts": 1, "stackTraceLimit": 1}, until_state={"failed"})
     assert state == "failed"
     assert job.failedReason.startswith("ValueError: xxx") and job.failedReason.endswith("[truncated]")
     assert len(job.failedReason) <= 2_000
@@ -152,8 +167,9 @@ async def test_retention_removes_old_completed_and_failed_jobs(services):
 
     spec = QueueSpec("retention-test", RoleGroup.INGESTION)
     queue = _queue(services, spec.name)
-    runner = QueueRunner(services.redis_connection, [spec], {spec.name: process},
-                         prefix=services.settings.redis_key_prefix)
+    runner = QueueRunner(
+        services.redis_connection, [spec], {spec.name: process}, prefix=services.settings.redis_key_prefix
+    )
     await runner.start()
     opts = {"attempts": 1, "removeOnComplete": {"age": 1}, "removeOnFail": {"age": 1}}
     try:
@@ -201,8 +217,9 @@ async def test_progress_is_visible_in_the_job_record_and_the_api(services, monke
             url = f"/api/admin/queues/{queue_name}/jobs/{job.id}"
             seen = await client.get(url, headers={"Authorization": "Bearer admin-secret"})
             denied = await client.get(url, headers={"Authorization": "Bearer wrong"})
-            missing = await client.get(f"/api/admin/queues/{queue_name}/jobs/nope",
-                                       headers={"Authorization": "Bearer admin-secret"})
+            missing = await client.get(
+                f"/api/admin/queues/{queue_name}/jobs/nope", headers={"Authorization": "Bearer admin-secret"}
+            )
         assert seen.status_code == 200
         assert seen.json()["progress"] == 40 and seen.json()["state"] == "active"
         assert denied.status_code == 401
@@ -224,8 +241,9 @@ async def test_stalled_job_is_recovered_after_sigkill(services, redis_url):
     prefix = services.settings.redis_key_prefix
     queue = _queue(services, "stall-test")
     client = redis_client(redis_url)
-    first = subprocess.Popen([sys.executable, str(CHILD), "stall", "stall-test", prefix, redis_url, "60"],
-                             stdout=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, str(CHILD), "stall", "stall-test", prefix, redis_url, "60"], stdout=subprocess.PIPE, text=True
+    )
     second = None
     try:
         assert first.stdout.readline().strip() == "ready"
@@ -234,8 +252,11 @@ async def test_stalled_job_is_recovered_after_sigkill(services, redis_url):
         first.kill()
         first.wait()
         killed_at = time.monotonic()
-        second = subprocess.Popen([sys.executable, str(CHILD), "stall", "stall-test", prefix, redis_url, "0.1"],
-                                  stdout=subprocess.PIPE, text=True)
+        second = subprocess.Popen(
+            [sys.executable, str(CHILD), "stall", "stall-test", prefix, redis_url, "0.1"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert second.stdout.readline().strip() == "ready"
         assert await _wait(lambda: _states(queue, [job.id], {"completed"}), timeout=30)
         took = time.monotonic() - killed_at
@@ -260,22 +281,36 @@ async def test_health_turns_red_when_a_queue_stops_moving(services):
     client = redis_client(services.redis_url)
     queue = _queue(services, "ingestion-queue")
     try:
-        healthy = await check_queues(client, prefix, queues=["ingestion-queue"], expected=["ingestion-queue"],
-                                     stuck_after_s=1.0, metrics=services.metrics)
+        healthy = await check_queues(
+            client,
+            prefix,
+            queues=["ingestion-queue"],
+            expected=["ingestion-queue"],
+            stuck_after_s=1.0,
+            metrics=services.metrics,
+        )
         assert healthy.healthy and healthy.body["details"]["queue_counts"]["ingestion-queue"]["waiting"] == 0
         await queue.add("ingest", {}, {})
-        fresh = await check_queues(client, prefix, queues=["ingestion-queue"], expected=["ingestion-queue"],
-                                   stuck_after_s=1.0)
+        fresh = await check_queues(
+            client, prefix, queues=["ingestion-queue"], expected=["ingestion-queue"], stuck_after_s=1.0
+        )
         assert fresh.healthy, "a job that just arrived is not a stuck queue"
         await asyncio.sleep(1.3)
-        stuck = await check_queues(client, prefix, queues=["ingestion-queue"], expected=["ingestion-queue"],
-                                   stuck_after_s=1.0, metrics=services.metrics)
+        stuck = await check_queues(
+            client,
+            prefix,
+            queues=["ingestion-queue"],
+            expected=["ingestion-queue"],
+            stuck_after_s=1.0,
+            metrics=services.metrics,
+        )
         assert not stuck.healthy and stuck.body["queue"] is False and stuck.body["redis"] is True
         assert stuck.body["details"]["stuck_queues"]["ingestion-queue"]["waiting"] == 1
-        assert services.metrics.registry.get_sample_value(
-            "queue_depth", {"queue": "ingestion-queue", "state": "waiting"}) == 1.0
-        not_expected = await check_queues(client, prefix, queues=["ingestion-queue"], expected=[],
-                                          stuck_after_s=1.0)
+        assert (
+            services.metrics.registry.get_sample_value("queue_depth", {"queue": "ingestion-queue", "state": "waiting"})
+            == 1.0
+        )
+        not_expected = await check_queues(client, prefix, queues=["ingestion-queue"], expected=[], stuck_after_s=1.0)
         assert not_expected.healthy, "a queue nobody is meant to consume cannot be stuck"
 
         # The web endpoint says the same, with 503.
@@ -286,12 +321,23 @@ async def test_health_turns_red_when_a_queue_stops_moving(services):
         assert red.status_code == 503 and red.json()["healthy"] is False
 
         # A worker that consumes it turns it green again.
-        runner = await start_workers(services, WorkerRole.INGESTION, environ={}, crons=[],
-                                     processors={"ingestion-queue": lambda job, token: asyncio.sleep(0)})
+        runner = await start_workers(
+            services,
+            WorkerRole.INGESTION,
+            environ={},
+            crons=[],
+            processors={"ingestion-queue": lambda job, token: asyncio.sleep(0)},
+        )
         try:
             assert await _wait(lambda: _waiting_is(queue, 0))
-            green = await check_queues(client, prefix, queues=["ingestion-queue"], expected=["ingestion-queue"],
-                                       stuck_after_s=1.0, worker_running=runner.running)
+            green = await check_queues(
+                client,
+                prefix,
+                queues=["ingestion-queue"],
+                expected=["ingestion-queue"],
+                stuck_after_s=1.0,
+                worker_running=runner.running,
+            )
             assert green.healthy and green.body["worker"] is True
         finally:
             await runner.shutdown(5)
@@ -306,8 +352,7 @@ async def _waiting_is(queue, n):
 
 async def test_health_is_red_when_redis_is_unreachable():
     client = redis_client("redis://127.0.0.1:1")
-    health = await check_queues(client, "x", queues=["ingestion-queue"], expected=["ingestion-queue"],
-                                stuck_after_s=60)
+    health = await check_queues(client, "x", queues=["ingestion-queue"], expected=["ingestion-queue"], stuck_after_s=60)
     await client.aclose()
     assert not health.healthy
     assert health.body["redis"] is False and health.body["details"]["redis_status"] == "unreachable"

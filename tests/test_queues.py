@@ -9,7 +9,13 @@ from tracehouse.settings import WorkerRole
 
 def test_connection_dict_disables_socket_timeout():
     assert bullmq_connection("redis://user:p%40ss@127.0.0.1:6380/3") == {
-        "socket_timeout": None, "host": "127.0.0.1", "port": 6380, "username": "user", "password": "p@ss", "db": 3}
+        "socket_timeout": None,
+        "host": "127.0.0.1",
+        "port": 6380,
+        "username": "user",
+        "password": "p@ss",
+        "db": 3,
+    }
     assert bullmq_connection("unix:///tmp/r.sock") == {"socket_timeout": None, "unix_socket_path": "/tmp/r.sock"}
 
 
@@ -17,8 +23,7 @@ def test_roles_split_the_registry_between_ingestion_and_export():
     export = {s.name for s in queues_for_role(WorkerRole.EXPORT, {})}
     ingestion = {s.name for s in queues_for_role(WorkerRole.INGESTION, {})}
     everything = {s.name for s in queues_for_role(WorkerRole.ALL, {})}
-    assert export == {"blobstorage-integration-queue", "blobstorage-integration-processing-queue",
-                      "batch-export-queue"}
+    assert export == {"blobstorage-integration-queue", "blobstorage-integration-processing-queue", "batch-export-queue"}
     assert export.isdisjoint(ingestion)
     assert everything == export | ingestion == set(QUEUES)
     flags = {"QUEUE_CONSUMER_BATCH_EXPORT_QUEUE_IS_ENABLED": "false"}

@@ -29,21 +29,55 @@ async def loaded(services, project):
     for i in range(5):
         trace_id = f"tr-{i}"
         batch += [
-            ev("trace-create", {"id": trace_id, "name": "chat" if i % 2 == 0 else "search", "userId": f"u{i % 2}",
-                                "sessionId": f"sess-{i % 3}", "tags": ["a", "b"] if i < 3 else ["a"],
-                                "environment": "prod" if i != 4 else "dev", "release": "r1", "version": f"v{i}",
-                                "timestamp": t(i), "input": {"q": i}, "output": "ok", "metadata": {"k": "v"}}, t(i)),
-            ev("span-create", {"id": f"sp-{i}", "traceId": trace_id, "name": "root", "startTime": t(i),
-                               "endTime": t(i, 2)}, t(i)),
-            ev("generation-create", {"id": f"gen-{i}", "traceId": trace_id, "parentObservationId": f"sp-{i}",
-                                     "name": "llm", "model": "gpt-4o", "startTime": t(i, 1), "endTime": t(i, 5),
-                                     "completionStartTime": t(i, 2), "level": "ERROR" if i == 1 else "DEFAULT",
-                                     "usageDetails": {"input": 10, "output": 5},
-                                     "costDetails": {"input": 0.01, "output": 0.02}}, t(i, 1)),
+            ev(
+                "trace-create",
+                {
+                    "id": trace_id,
+                    "name": "chat" if i % 2 == 0 else "search",
+                    "userId": f"u{i % 2}",
+                    "sessionId": f"sess-{i % 3}",
+                    "tags": ["a", "b"] if i < 3 else ["a"],
+                    "environment": "prod" if i != 4 else "dev",
+                    "release": "r1",
+                    "version": f"v{i}",
+                    "timestamp": t(i),
+                    "input": {"q": i},
+                    "output": "ok",
+                    "metadata": {"k": "v"},
+                },
+                t(i),
+            ),
+            ev(
+                "span-create",
+                {"id": f"sp-{i}", "traceId": trace_id, "name": "root", "startTime": t(i), "endTime": t(i, 2)},
+                t(i),
+            ),
+            ev(
+                "generation-create",
+                {
+                    "id": f"gen-{i}",
+                    "traceId": trace_id,
+                    "parentObservationId": f"sp-{i}",
+                    "name": "llm",
+                    "model": "gpt-4o",
+                    "startTime": t(i, 1),
+                    "endTime": t(i, 5),
+                    "completionStartTime": t(i, 2),
+                    "level": "ERROR" if i == 1 else "DEFAULT",
+                    "usageDetails": {"input": 10, "output": 5},
+                    "costDetails": {"input": 0.01, "output": 0.02},
+                },
+                t(i, 1),
+            ),
             ev("score-create", {"id": f"sc-{i}", "traceId": trace_id, "name": "quality", "value": i / 10}, t(i, 6)),
         ]
-    batch.append(ev("score-create", {"id": "sc-text", "traceId": "tr-0", "name": "note", "value": "fine",
-                                     "dataType": "TEXT"}, t(0, 7)))
+    batch.append(
+        ev(
+            "score-create",
+            {"id": "sc-text", "traceId": "tr-0", "name": "note", "value": "fine", "dataType": "TEXT"},
+            t(0, 7),
+        )
+    )
     app = create_app(services)
     runner = await start_ingestion(services)
     try:
@@ -103,10 +137,16 @@ async def test_traces_list_filters_order_and_pages(loaded):
     assert core["input"] is None and core["observations"] == [] and core["latency"] == -1
 
 
-@pytest.mark.parametrize(("params", "parameter"), [
-    ({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"page": 0}, "page"),
-    ({"orderBy": "secret.desc"}, "orderBy"), ({"fromTimestamp": "2026-11-01T00:00:00"}, "fromTimestamp"),
-])
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"page": 0}, "page"),
+        ({"orderBy": "secret.desc"}, "orderBy"),
+        ({"fromTimestamp": "2026-11-01T00:00:00"}, "fromTimestamp"),
+    ],
+)
 async def test_invalid_parameters_answer_400_naming_them(loaded, params, parameter):
     _, headers, app = loaded
     response = await _get(app, headers, "/api/public/traces", **params)
@@ -118,8 +158,12 @@ async def test_trace_by_id_observations_scores_and_isolation(loaded, services):
     trace = (await _get(app, headers, "/api/public/traces/tr-1")).json()
     assert {o["id"] for o in trace["observations"]} == {"sp-1", "gen-1"}
     gen = next(o for o in trace["observations"] if o["id"] == "gen-1")
-    assert (gen["type"], gen["level"], gen["model"], gen["parentObservationId"]) == ("GENERATION", "ERROR",
-                                                                                      "gpt-4o", "sp-1")
+    assert (gen["type"], gen["level"], gen["model"], gen["parentObservationId"]) == (
+        "GENERATION",
+        "ERROR",
+        "gpt-4o",
+        "sp-1",
+    )
     assert gen["usage"] == {"unit": "TOKENS", "input": 10, "output": 5, "total": 15}
     assert gen["latency"] == 4.0 and gen["timeToFirstToken"] == 1.0
     assert gen["calculatedTotalCost"] == pytest.approx(0.03)
@@ -131,10 +175,12 @@ async def test_trace_by_id_observations_scores_and_isolation(loaded, services):
     import base64
 
     from tracehouse.metadata import create_api_key, create_project
+
     other = create_project(services.metadata, "other", project_id=f"o-{uuid.uuid4().hex[:8]}")
     key = create_api_key(services.metadata, other.id, salt=services.settings.salt)
-    other_headers = {"Authorization": "Basic " + base64.b64encode(f"{key.public_key}:{key.secret_key}".encode())
-                     .decode()}
+    other_headers = {
+        "Authorization": "Basic " + base64.b64encode(f"{key.public_key}:{key.secret_key}".encode()).decode()
+    }
     assert (await _get(app, other_headers, "/api/public/traces/tr-1")).status_code == 404
     assert (await _get(app, other_headers, "/api/public/traces")).json()["data"] == []
     assert (await _get(app, other_headers, "/api/public/observations/gen-1")).status_code == 404
@@ -190,8 +236,9 @@ async def test_delete_removes_trace_observations_and_scores(loaded, services):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         one = await client.delete("/api/public/traces/tr-0", headers=headers)
         missing = await client.delete("/api/public/traces/nope", headers=headers)
-        bulk = await client.request("DELETE", "/api/public/traces", headers=headers,
-                                    json={"traceIds": ["tr-1", "tr-2"]})
+        bulk = await client.request(
+            "DELETE", "/api/public/traces", headers=headers, json={"traceIds": ["tr-1", "tr-2"]}
+        )
         empty = await client.request("DELETE", "/api/public/traces", headers=headers, json={"traceIds": []})
     assert one.status_code == 200 and missing.status_code == 404 and bulk.status_code == 200
     assert empty.status_code == 422
@@ -204,8 +251,10 @@ async def test_delete_removes_trace_observations_and_scores(loaded, services):
     assert {r["trace_id"] for r in await rows_of(services, "scores", project_id)} == {"tr-3", "tr-4"}
     # Deletes are new versions (tombstones), so an export sees them.
     tombstones = await services.clickhouse.query(
-        "SELECT count() AS n FROM traces WHERE project_id = {p:String} AND is_deleted = 1", {"p": project_id},
-        workload=Workload.INTERACTIVE)
+        "SELECT count() AS n FROM traces WHERE project_id = {p:String} AND is_deleted = 1",
+        {"p": project_id},
+        workload=Workload.INTERACTIVE,
+    )
     assert tombstones[0]["n"] == 3
 
 

@@ -30,8 +30,11 @@ SDKS = {"v5": "langfuse==5.0.4", "v2": "langfuse==2.60.10"}
 def sdk_dir(name: str) -> Path:
     target = ROOT / ".venv" / "sdk" / name
     if not (target / "langfuse").exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), SDKS[name]],
-                       check=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), SDKS[name]],
+            check=True,
+            timeout=600,
+        )
     return target
 
 
@@ -56,23 +59,43 @@ async def live(settings):
     import uvicorn
 
     port = free_port()
-    server = _quiet_server_class()(uvicorn.Config(create_app(services, background=workers), host="127.0.0.1",
-                                                  port=port, log_level="warning", lifespan="on"))
+    server = _quiet_server_class()(
+        uvicorn.Config(
+            create_app(services, background=workers), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "project": project.id, "pk": key.public_key, "sk": key.secret_key,
-           "services": services}
+    yield {
+        "url": f"http://127.0.0.1:{port}",
+        "project": project.id,
+        "pk": key.public_key,
+        "sk": key.secret_key,
+        "services": services,
+    }
     server.should_exit = True
     await task
     await services.close()
 
 
 async def _run_sdk(live, name: str, script: str, *args: str) -> dict:
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(sdk_dir(name)), "PK": live["pk"],
-           "SK": live["sk"], "BASE_URL": live["url"], "OTEL_SDK_DISABLED": "false"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(Path(__file__).with_name("sdk") / script),
-                                                *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(sdk_dir(name)),
+        "PK": live["pk"],
+        "SK": live["sk"],
+        "BASE_URL": live["url"],
+        "OTEL_SDK_DISABLED": "false",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("sdk") / script),
+        *args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 180)
     assert proc.returncode == 0, err.decode()[-3000:]
     return json.loads(out.decode().strip().splitlines()[-1])
@@ -102,7 +125,10 @@ async def test_current_sdk_spans_and_scores(live):
     root, gen, tool = by_id[sent["root_id"]], by_id[sent["generation_id"]], by_id[sent["tool_id"]]
     assert (root["type"], root["name"], root["parent_observation_id"]) == ("SPAN", "handle-request", None)
     assert (gen["type"], gen["parent_observation_id"], gen["provided_model_name"]) == (
-        "GENERATION", sent["root_id"], "gpt-4o-mini")
+        "GENERATION",
+        sent["root_id"],
+        "gpt-4o-mini",
+    )
     assert (tool["type"], tool["parent_observation_id"]) == ("TOOL", sent["root_id"])
     assert dict(gen["usage_details"]) == {"input": 12, "output": 3, "total": 15}
     assert float(gen["total_cost"]) == pytest.approx(0.0018)
@@ -123,12 +149,18 @@ async def test_sdk_2x_batch_ingestion(live):
     sent = await _run_sdk(live, "v2", "send_v2.py")
     services, p = live["services"], {"p": live["project"], "t": sent["trace_id"]}
     observations = await _wait_rows(services, "observations", "project_id = {p:String} AND trace_id = {t:String}", p, 3)
-    traces = await _wait_rows(services, "traces", "project_id = {p:String} AND id = {t:String} AND output IS NOT NULL",
-                              p, 1)
+    traces = await _wait_rows(
+        services, "traces", "project_id = {p:String} AND id = {t:String} AND output IS NOT NULL", p, 1
+    )
     scores = await _wait_rows(services, "scores", "project_id = {p:String} AND trace_id = {t:String}", p, 1)
     trace = traces[0]
     assert (trace["name"], trace["user_id"], trace["session_id"], trace["release"], trace["version"]) == (
-        "v2-trace", "u-2", "s-2", "2.0", "v7")
+        "v2-trace",
+        "u-2",
+        "s-2",
+        "2.0",
+        "v7",
+    )
     assert trace["tags"] == ["legacy"] and dict(trace["metadata"]) == {"plan": "pro"}
     assert json.loads(trace["input"]) == {"q": "hello"} and json.loads(trace["output"]) == {"a": "hi there"}
     assert trace["timestamp"].isoformat().startswith("2026-11-02T08:00:00")
@@ -136,7 +168,10 @@ async def test_sdk_2x_batch_ingestion(live):
     span, gen, event = by_id[sent["span_id"]], by_id[sent["generation_id"]], by_id[sent["event_id"]]
     assert (span["type"], span["name"], json.loads(span["output"])) == ("SPAN", "fetch", {"status": 200})
     assert (gen["type"], gen["parent_observation_id"], gen["provided_model_name"]) == (
-        "GENERATION", sent["span_id"], "gpt-3.5-turbo")
+        "GENERATION",
+        sent["span_id"],
+        "gpt-3.5-turbo",
+    )
     assert dict(gen["usage_details"]) == {"input": 5, "output": 7, "total": 12}
     assert gen["output"] == "hi there"
     assert gen["start_time"].isoformat().startswith("2026-11-02T08:00:00.020")
@@ -154,8 +189,12 @@ async def test_current_sdk_reads_back_what_it_sent(live):
     by_id = {o["id"]: o for o in read["observations"]}
     assert set(by_id) == {sent["root_id"], sent["generation_id"], sent["tool_id"]}
     gen = by_id[sent["generation_id"]]
-    assert (gen["type"], gen["name"], gen["parent"], gen["model"]) == ("GENERATION", "llm-call", sent["root_id"],
-                                                                        "gpt-4o-mini")
+    assert (gen["type"], gen["name"], gen["parent"], gen["model"]) == (
+        "GENERATION",
+        "llm-call",
+        sent["root_id"],
+        "gpt-4o-mini",
+    )
     assert gen["usage"] == {"input": 12, "output": 3, "total": 15}
     scores = {s["name"]: s for s in read["scores"]}
     assert (scores["correct"]["value"], scores["correct"]["dataType"]) == (1.0, "NUMERIC")
@@ -170,12 +209,16 @@ async def test_sdk_2x_fetches_what_it_sent(live):
     await _wait_rows(services, "traces", "project_id = {p:String} AND id = {t:String} AND output IS NOT NULL", p, 1)
     read = await _run_sdk(live, "v2", "read_v2.py", sent["trace_id"])
     trace = read["trace"]
-    assert (trace["id"], trace["name"], trace["userId"], trace["tags"]) == (sent["trace_id"], "v2-trace", "u-2",
-                                                                            ["legacy"])
+    assert (trace["id"], trace["name"], trace["userId"], trace["tags"]) == (
+        sent["trace_id"],
+        "v2-trace",
+        "u-2",
+        ["legacy"],
+    )
     assert trace["observations"] == sorted([sent["span_id"], sent["generation_id"], sent["event_id"]])
     assert trace["scores"] == ["rating"] and trace["output"] == {"a": "hi there"}
     assert sent["trace_id"] in read["traces"]
-    assert sorted(map(tuple, read["observations"])) == sorted([(sent["span_id"], "SPAN"),
-                                                               (sent["generation_id"], "GENERATION"),
-                                                               (sent["event_id"], "EVENT")])
+    assert sorted(map(tuple, read["observations"])) == sorted(
+        [(sent["span_id"], "SPAN"), (sent["generation_id"], "GENERATION"), (sent["event_id"], "EVENT")]
+    )
     assert "s-2" in read["sessions"]

@@ -16,7 +16,11 @@ def test_defaults_are_embedded_and_bind_loopback(tmp_path):
     assert s.worker_role is WorkerRole.ALL
     # The fork's export defaults.
     assert (s.export_max_threads, s.export_priority, s.export_max_memory_usage, s.export_timeout_ms) == (
-        10, 2, 20_000_000_000, 600_000)
+        10,
+        2,
+        20_000_000_000,
+        600_000,
+    )
 
 
 def test_langfuse_names_are_read(monkeypatch):
@@ -63,8 +67,9 @@ def test_invalid_values_name_the_variable(monkeypatch, var, value, expected):
 
 def _cli(args, env_extra, tmp_path, timeout=60):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TRACEHOUSE_DATA_DIR": str(tmp_path / "d"), **env_extra}
-    return subprocess.run([sys.executable, "-m", "tracehouse", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tracehouse", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_cli_reports_bad_setting_in_one_line(tmp_path):

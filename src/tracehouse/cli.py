@@ -95,15 +95,19 @@ def bootstrap_projects(settings: Settings, metadata: MetadataDB) -> list[str]:
             salt=settings.salt,
         )
         get_logger("tracehouse.bootstrap").info("init_project", project_id=project.id, created=created)
-        return [f"  project           {project.name} ({project.id})",
-                f"  LANGFUSE_PUBLIC_KEY={settings.init_project_public_key}",
-                "  LANGFUSE_SECRET_KEY=<from LANGFUSE_INIT_PROJECT_SECRET_KEY>"]
+        return [
+            f"  project           {project.name} ({project.id})",
+            f"  LANGFUSE_PUBLIC_KEY={settings.init_project_public_key}",
+            "  LANGFUSE_SECRET_KEY=<from LANGFUSE_INIT_PROJECT_SECRET_KEY>",
+        ]
     project, key = ensure_default_project(metadata, salt=settings.salt)
     if key is not None:
-        return [f"  project           {project.name} ({project.id})",
-                f"  LANGFUSE_PUBLIC_KEY={key.public_key}",
-                f"  LANGFUSE_SECRET_KEY={key.secret_key}",
-                "  (the secret key is shown only now; `tracehouse keys create` makes another)"]
+        return [
+            f"  project           {project.name} ({project.id})",
+            f"  LANGFUSE_PUBLIC_KEY={key.public_key}",
+            f"  LANGFUSE_SECRET_KEY={key.secret_key}",
+            "  (the secret key is shown only now; `tracehouse keys create` makes another)",
+        ]
     keys = [k for k in list_api_keys(metadata, project.id) if k.revoked_at is None]
     lines = [f"  project           {project.name} ({project.id})"]
     if keys:
@@ -165,10 +169,16 @@ async def _serve(settings: Settings, *, role: WorkerRole, with_workers: bool, ba
                 if runner is not None:
                     await runner.shutdown(settings.shutdown_timeout_s)
 
-        api = create_app(services, background=workers,
-                         expected_queues=consumed_queues(services, WorkerRole.ALL))
-        config = uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning",
-                                lifespan="on", access_log=False, timeout_graceful_shutdown=5)
+        api = create_app(services, background=workers, expected_queues=consumed_queues(services, WorkerRole.ALL))
+        config = uvicorn.Config(
+            api,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
         server = _quiet_server_class()(config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -201,10 +211,14 @@ async def _print_banner(server: Any, settings: Settings, lines: list[str]) -> No
             return
         await asyncio.sleep(0.05)
     url = f"http://{settings.host}:{settings.port}"
-    text = [f"tracehouse {__version__} is running at {url}",
-            f"  LANGFUSE_HOST={url}", *lines,
-            f"  data directory    {settings.data_dir.resolve()}",
-            "  health            " + url + "/api/public/health", "Press Ctrl-C to stop."]
+    text = [
+        f"tracehouse {__version__} is running at {url}",
+        f"  LANGFUSE_HOST={url}",
+        *lines,
+        f"  data directory    {settings.data_dir.resolve()}",
+        "  health            " + url + "/api/public/health",
+        "Press Ctrl-C to stop.",
+    ]
     print("\n".join(text), flush=True)
 
 
@@ -234,12 +248,19 @@ async def _start_health_server(services: Services, runner: Any) -> Any:
         return None
     import uvicorn
 
-    config = uvicorn.Config(worker_health_app(services, runner), host=settings.host, port=settings.worker_port,
-                            log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(
+        worker_health_app(services, runner),
+        host=settings.host,
+        port=settings.worker_port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+    )
     server = _quiet_server_class()(config)
     asyncio.ensure_future(server.serve())
-    get_logger("tracehouse.worker").info("worker_health_listening",
-                                         url=f"http://{settings.host}:{settings.worker_port}/api/health")
+    get_logger("tracehouse.worker").info(
+        "worker_health_listening", url=f"http://{settings.host}:{settings.worker_port}/api/health"
+    )
     return server
 
 
@@ -346,22 +367,28 @@ def dlq_list(all_: Annotated[bool, typer.Option("--all", help="Include replayed 
     typer.echo("id\tproject\ttable\tentity\tattempts\tlast_failed_at\treplayed_at\tbatch\terror")
     for d in letters:
         replayed = d.replayed_at.isoformat() if d.replayed_at else "-"
-        typer.echo(f"{d.id}\t{d.project_id}\t{d.table_name}\t{d.entity_id}\t{d.attempts}\t"
-                   f"{d.last_failed_at.isoformat()}\t{replayed}\t{d.batch_key}\t{d.last_error[:200]}")
+        typer.echo(
+            f"{d.id}\t{d.project_id}\t{d.table_name}\t{d.entity_id}\t{d.attempts}\t"
+            f"{d.last_failed_at.isoformat()}\t{replayed}\t{d.batch_key}\t{d.last_error[:200]}"
+        )
     typer.echo(f"{len(letters)} dead letter(s)", err=True)
 
 
 @dlq_app.command("replay")
-def dlq_replay(ids: Annotated[list[int] | None, typer.Argument(help="Dead-letter ids (default: all open).")] = None
-               ) -> None:
+def dlq_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead-letter ids (default: all open).")] = None,
+) -> None:
     """Re-run open dead letters from their raw batches (the ingestion workers pick them up)."""
     from tracehouse.ingestion.service import replay_dead_letters
     from tracehouse.queues import QUEUES, QueueProducer, bullmq_connection, ping_redis
 
     settings = _settings()
     if settings.redis_url is None:
-        typer.echo("error: dlq replay needs REDIS_URL (the queue the workers consume); with `serve`, "
-                   "use the same REDIS_URL for both", err=True)
+        typer.echo(
+            "error: dlq replay needs REDIS_URL (the queue the workers consume); with `serve`, "
+            "use the same REDIS_URL for both",
+            err=True,
+        )
         raise typer.Exit(1)
     redis_url = settings.redis_url
 
@@ -397,26 +424,35 @@ def synth(
     if not public_key or not secret_key:
         typer.echo("error: set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (or --public-key/--secret-key)", err=True)
         raise typer.Exit(1)
-    config = SynthConfig(traces=traces, spans_per_trace=spans_per_trace, payload_bytes=payload_bytes,
-                         batch_events=batch_events, seed=seed)
+    config = SynthConfig(
+        traces=traces,
+        spans_per_trace=spans_per_trace,
+        payload_bytes=payload_bytes,
+        batch_events=batch_events,
+        seed=seed,
+    )
     expected = traces * events_per_trace(spans_per_trace)
     started = _time.perf_counter()
     with typer.progressbar(length=expected, label="events sent") as bar:
         try:
-            stats = asyncio.run(send(host, public_key, secret_key, config, concurrency=concurrency,
-                                     on_batch=bar.update))
+            stats = asyncio.run(
+                send(host, public_key, secret_key, config, concurrency=concurrency, on_batch=bar.update)
+            )
         except Exception as exc:  # noqa: BLE001 - one line, not a traceback
             typer.echo(f"\nerror: {exc}", err=True)
             raise typer.Exit(1) from None
     elapsed = _time.perf_counter() - started
-    typer.echo(f"sent {stats.events} events in {stats.batches} requests in {elapsed:.1f}s "
-               f"({stats.events / elapsed:,.0f} events/s); rejected {stats.rejected}; "
-               f"request latency p50 {stats.median_ms:.1f} ms, p95 {stats.percentile(0.95):.1f} ms")
+    typer.echo(
+        f"sent {stats.events} events in {stats.batches} requests in {elapsed:.1f}s "
+        f"({stats.events / elapsed:,.0f} events/s); rejected {stats.rejected}; "
+        f"request latency p50 {stats.median_ms:.1f} ms, p95 {stats.percentile(0.95):.1f} ms"
+    )
 
 
 export_app = typer.Typer(help="Bulk export to object storage.", no_args_is_help=True)
-integrations_app = typer.Typer(help="Per-project export destinations (Langfuse's blob-storage integrations).",
-                               no_args_is_help=True)
+integrations_app = typer.Typer(
+    help="Per-project export destinations (Langfuse's blob-storage integrations).", no_args_is_help=True
+)
 export_app.add_typer(integrations_app, name="integrations")
 app.add_typer(export_app, name="export")
 
@@ -424,14 +460,17 @@ app.add_typer(export_app, name="export")
 @integrations_app.command("set")
 def integrations_set(
     project: Annotated[str, typer.Option(help="Project id.")],
-    type_: Annotated[str, typer.Option("--type", help="S3, S3_COMPATIBLE, GOOGLE_CLOUD_STORAGE, "
-                                                      "AZURE_BLOB_STORAGE or LOCAL.")],
+    type_: Annotated[
+        str, typer.Option("--type", help="S3, S3_COMPATIBLE, GOOGLE_CLOUD_STORAGE, AZURE_BLOB_STORAGE or LOCAL.")
+    ],
     bucket: Annotated[str, typer.Option(help="Bucket / container (LOCAL: a folder under <data dir>/exports).")],
     region: Annotated[str, typer.Option(help="Region.")] = "auto",
     endpoint: Annotated[str | None, typer.Option(help="Custom endpoint (S3-compatible).")] = None,
     access_key_id: Annotated[str | None, typer.Option(help="Access key id.")] = None,
-    secret_access_key: Annotated[str | None, typer.Option(
-        envvar="TRACEHOUSE_EXPORT_SECRET_ACCESS_KEY", help="Secret (prefer the environment variable).")] = None,
+    secret_access_key: Annotated[
+        str | None,
+        typer.Option(envvar="TRACEHOUSE_EXPORT_SECRET_ACCESS_KEY", help="Secret (prefer the environment variable)."),
+    ] = None,
     prefix: Annotated[str, typer.Option(help="Key prefix, ending in '/'.")] = "",
     frequency: Annotated[str, typer.Option(help="every_15_minutes, hourly, daily or weekly.")] = "hourly",
     file_type: Annotated[str, typer.Option(help="PARQUET, JSONL or CSV.")] = "PARQUET",
@@ -450,20 +489,37 @@ def integrations_set(
 
     settings = _settings()
     try:
-        request = IntegrationRequest.model_validate({
-            "projectId": project, "type": type_, "bucketName": bucket, "region": region, "endpoint": endpoint,
-            "accessKeyId": access_key_id, "secretAccessKey": secret_access_key, "prefix": prefix,
-            "exportFrequency": frequency, "fileType": file_type, "exportMode": mode,
-            "forcePathStyle": force_path_style, "enabled": enabled,
-            "exportStartDate": start_date.replace(tzinfo=UTC) if start_date else None})
+        request = IntegrationRequest.model_validate(
+            {
+                "projectId": project,
+                "type": type_,
+                "bucketName": bucket,
+                "region": region,
+                "endpoint": endpoint,
+                "accessKeyId": access_key_id,
+                "secretAccessKey": secret_access_key,
+                "prefix": prefix,
+                "exportFrequency": frequency,
+                "fileType": file_type,
+                "exportMode": mode,
+                "forcePathStyle": force_path_style,
+                "enabled": enabled,
+                "exportStartDate": start_date.replace(tzinfo=UTC) if start_date else None,
+            }
+        )
     except ValidationError as exc:
         first = exc.errors()[0]
-        typer.echo(f"error: {'.'.join(str(p) for p in first['loc']) or 'integration'}: "
-                   f"{str(first['msg']).removeprefix('Value error, ')}", err=True)
+        typer.echo(
+            f"error: {'.'.join(str(p) for p in first['loc']) or 'integration'}: "
+            f"{str(first['msg']).removeprefix('Value error, ')}",
+            err=True,
+        )
         raise typer.Exit(1) from None
     view = _guard(lambda: upsert_integration(_metadata(settings), SecretBox(settings.encryption_key), request))
-    typer.echo(f"export for {view['projectId']}: {view['type']} {view['bucketName']} {view['prefix']} "
-               f"{view['exportFrequency']} {view['fileType']} {'enabled' if view['enabled'] else 'disabled'}")
+    typer.echo(
+        f"export for {view['projectId']}: {view['type']} {view['bucketName']} {view['prefix']} "
+        f"{view['exportFrequency']} {view['fileType']} {'enabled' if view['enabled'] else 'disabled'}"
+    )
 
 
 @integrations_app.command("list")
@@ -474,8 +530,10 @@ def integrations_list(project: Annotated[str | None, typer.Option(help="Only thi
     settings = _settings()
     for row in _guard(lambda: list_integrations(_metadata(settings), project)):
         status = status_view(row)
-        typer.echo(f"{row.project_id}\t{row.type}\t{row.bucket_name}\t{row.prefix}\t{row.export_frequency}\t"
-                   f"{row.file_type}\t{status['syncStatus']}\tlast={status['lastSyncAt'] or '-'}")
+        typer.echo(
+            f"{row.project_id}\t{row.type}\t{row.bucket_name}\t{row.prefix}\t{row.export_frequency}\t"
+            f"{row.file_type}\t{status['syncStatus']}\tlast={status['lastSyncAt'] or '-'}"
+        )
 
 
 @integrations_app.command("delete")
@@ -491,8 +549,10 @@ def integrations_delete(project: Annotated[str, typer.Option(help="Project id.")
 
 
 @export_app.command("status")
-def export_status(project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
-                  json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def export_status(
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Export progress per project: exported-until watermark, lag, last job, last error, next run."""
     import json as _json
     from datetime import UTC
@@ -509,11 +569,13 @@ def export_status(project: Annotated[str | None, typer.Option(help="Only this pr
         typer.echo("no export integrations" + (f" for project {project!r}" if project else ""))
     for v in views:
         job = v["lastJob"]
-        typer.echo(f"{v['projectId']}: {v['syncStatus']}; exported until {v['exportedUntil'] or '-'} "
-                   f"(lag {v['lagMinutes'] if v['lagMinutes'] is not None else '-'} min); last job "
-                   f"{job['durationMs'] if job['durationMs'] is not None else '-'} ms, {job['rows'] or 0} rows, "
-                   f"{job['files'] or 0} files; next run {v['nextRunAt'] or '-'}"
-                   + (f"; last error: {v['lastError']}" if v["lastError"] else ""))
+        typer.echo(
+            f"{v['projectId']}: {v['syncStatus']}; exported until {v['exportedUntil'] or '-'} "
+            f"(lag {v['lagMinutes'] if v['lagMinutes'] is not None else '-'} min); last job "
+            f"{job['durationMs'] if job['durationMs'] is not None else '-'} ms, {job['rows'] or 0} rows, "
+            f"{job['files'] or 0} files; next run {v['nextRunAt'] or '-'}"
+            + (f"; last error: {v['lastError']}" if v["lastError"] else "")
+        )
 
 
 @export_app.command("verify")
@@ -542,9 +604,13 @@ def export_verify(
     async def go() -> Any:
         clickhouse = await asyncio.to_thread(ClickHouse.from_settings, settings)
         try:
-            return await verify_export(clickhouse, destination_store(integration, settings.data_dir), project,
-                                       start=from_.replace(tzinfo=UTC) if from_ else None,
-                                       end=to.replace(tzinfo=UTC) if to else None)
+            return await verify_export(
+                clickhouse,
+                destination_store(integration, settings.data_dir),
+                project,
+                start=from_.replace(tzinfo=UTC) if from_ else None,
+                end=to.replace(tzinfo=UTC) if to else None,
+            )
         finally:
             clickhouse.close()
 
@@ -553,13 +619,17 @@ def export_verify(
         typer.echo(_json.dumps(report.as_json(), indent=2))
     else:
         covered = report.covered.as_json() if report.covered else None
-        typer.echo(f"{project}: {report.windows} windows"
-                   + (f" covering {covered['start']} .. {covered['end']}" if covered else ""))
+        typer.echo(
+            f"{project}: {report.windows} windows"
+            + (f" covering {covered['start']} .. {covered['end']}" if covered else "")
+        )
         for name, t in report.tables.items():
-            typer.echo(f"  {name}: {t.current_rows} current rows, {t.exported_rows} exported, "
-                       f"{len(t.missing)} missing, {len(t.duplicated)} duplicated"
-                       + (f" (missing e.g. {', '.join(t.missing[:5])})" if t.missing else "")
-                       + (f" (duplicated e.g. {', '.join(t.duplicated[:5])})" if t.duplicated else ""))
+            typer.echo(
+                f"  {name}: {t.current_rows} current rows, {t.exported_rows} exported, "
+                f"{len(t.missing)} missing, {len(t.duplicated)} duplicated"
+                + (f" (missing e.g. {', '.join(t.missing[:5])})" if t.missing else "")
+                + (f" (duplicated e.g. {', '.join(t.duplicated[:5])})" if t.duplicated else "")
+            )
         for gap in report.gaps:
             typer.echo(f"  gap: {gap}")
         for bad in report.bad_files:

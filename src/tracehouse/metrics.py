@@ -33,7 +33,10 @@ class Metrics:
             "queue_jobs_total", "Jobs finished, by outcome", ["queue", "status"], registry=self.registry
         )
         self.queue_job_duration = Histogram(
-            "queue_job_duration_seconds", "Job run time", ["queue", "status"], registry=self.registry,
+            "queue_job_duration_seconds",
+            "Job run time",
+            ["queue", "status"],
+            registry=self.registry,
             buckets=JOB_BUCKETS,
         )
         self.queue_job_attempts = Counter(
@@ -47,44 +50,62 @@ class Metrics:
             "ingestion_rows_written_total", "Rows written and verified", ["table"], registry=self.registry
         )
         self.ingestion_rows_dead_lettered = Counter(
-            "ingestion_rows_dead_lettered_total", "Entities whose writes exhausted retries", ["table"],
+            "ingestion_rows_dead_lettered_total",
+            "Entities whose writes exhausted retries",
+            ["table"],
             registry=self.registry,
         )
         self.ingestion_write_seconds = Histogram(
-            "ingestion_write_seconds", "ClickHouse insert latency", ["table"], registry=self.registry,
+            "ingestion_write_seconds",
+            "ClickHouse insert latency",
+            ["table"],
+            registry=self.registry,
             buckets=JOB_BUCKETS,
         )
         self.ingestion_verify_seconds = Histogram(
-            "ingestion_verify_seconds", "Latency of the check that written rows are present", registry=self.registry,
+            "ingestion_verify_seconds",
+            "Latency of the check that written rows are present",
+            registry=self.registry,
             buckets=JOB_BUCKETS,
         )
         self.ingestion_lag_seconds = Histogram(
-            "ingestion_queue_lag_seconds", "From HTTP accept to rows verified in ClickHouse", registry=self.registry,
+            "ingestion_queue_lag_seconds",
+            "From HTTP accept to rows verified in ClickHouse",
+            registry=self.registry,
             buckets=JOB_BUCKETS,
         )
         ms_buckets = (10, 50, 100, 500, 1_000, 5_000, 15_000, 60_000, 300_000, 900_000, 3_600_000)
         self.blob_export_table_duration = Histogram(
-            "blob_export_table_duration_ms", "Export of one table for one window (incl. splits)", ["table"],
-            registry=self.registry, buckets=ms_buckets,
+            "blob_export_table_duration_ms",
+            "Export of one table for one window (incl. splits)",
+            ["table"],
+            registry=self.registry,
+            buckets=ms_buckets,
         )
         self.blob_export_job_duration = Histogram(
-            "blob_export_job_duration_ms", "Export job run time, by mode (catchup or steady)", ["mode"],
-            registry=self.registry, buckets=ms_buckets,
+            "blob_export_job_duration_ms",
+            "Export job run time, by mode (catchup or steady)",
+            ["mode"],
+            registry=self.registry,
+            buckets=ms_buckets,
         )
         self.blob_export_rows = Counter(
             "blob_export_rows_total", "Rows written to export files", ["table"], registry=self.registry
         )
         self.blob_export_lag = Gauge(
-            "blob_export_lag_seconds", "How far a project's export watermark trails now", ["project"],
+            "blob_export_lag_seconds",
+            "How far a project's export watermark trails now",
+            ["project"],
             registry=self.registry,
         )
         self.blob_export_splits = Counter(
-            "blob_export_split_count", "Export windows split in half after an error", ["table", "errorType"],
+            "blob_export_split_count",
+            "Export windows split in half after an error",
+            ["table", "errorType"],
             registry=self.registry,
         )
         self._otel_jobs = meter.create_counter("queue_jobs_total", description="Jobs finished, by outcome")
-        self._otel_duration = meter.create_histogram("queue_job_duration_seconds", unit="s",
-                                                     description="Job run time")
+        self._otel_duration = meter.create_histogram("queue_job_duration_seconds", unit="s", description="Job run time")
         self._otel_attempts = meter.create_counter("queue_job_attempts_total", description="Job attempts started")
         self._otel_depth = meter.create_gauge("queue_depth", description="Jobs per queue and state")
 

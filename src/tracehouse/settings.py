@@ -36,9 +36,7 @@ def _env(*names: str) -> Any:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=None, extra="ignore", case_sensitive=False, populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False, populate_by_name=True)
 
     # --- process -------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", validation_alias=_env("TRACEHOUSE_HOST"))
@@ -76,9 +74,7 @@ class Settings(BaseSettings):
     )
     ingestion_max_threads: int = Field(0, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INGESTION_MAX_THREADS"))
     ingestion_priority: int = Field(1, ge=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INGESTION_PRIORITY"))
-    ingestion_timeout_ms: int = Field(
-        60_000, gt=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INGESTION_TIMEOUT_MS")
-    )
+    ingestion_timeout_ms: int = Field(60_000, gt=0, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INGESTION_TIMEOUT_MS"))
     export_max_memory_usage: int = Field(
         20_000_000_000, ge=0, validation_alias=_env("LANGFUSE_CLICKHOUSE_DATA_EXPORT_MAX_MEMORY_USAGE")
     )
@@ -191,7 +187,7 @@ class Settings(BaseSettings):
         # Langfuse's DATABASE_URL is a plain postgresql:// URL; SQLAlchemy needs the driver named.
         for plain in ("postgresql://", "postgres://"):
             if value.startswith(plain):
-                return "postgresql+psycopg://" + value[len(plain):]
+                return "postgresql+psycopg://" + value[len(plain) :]
         if value.startswith(("postgresql+psycopg://", "sqlite://")):
             return value
         raise ValueError("expected a postgresql:// or sqlite:/// URL")
@@ -227,7 +223,8 @@ class Settings(BaseSettings):
         if self.export_safety_lag_ms < self.ingestion_timeout_ms:
             raise ValueError(
                 f"TRACEHOUSE_EXPORT_SAFETY_LAG_MS ({self.export_safety_lag_ms}) must be at least "
-                f"TRACEHOUSE_CLICKHOUSE_INGESTION_TIMEOUT_MS ({self.ingestion_timeout_ms})")
+                f"TRACEHOUSE_CLICKHOUSE_INGESTION_TIMEOUT_MS ({self.ingestion_timeout_ms})"
+            )
         return self
 
     # --- derived -------------------------------------------------------------------------------

@@ -78,16 +78,33 @@ def trace_events(rng: random.Random, config: SynthConfig, now: datetime) -> list
     def envelope(kind: str, body: dict[str, Any], at: datetime) -> dict[str, Any]:
         return {"id": str(uuid.UUID(int=rng.getrandbits(128))), "timestamp": api_time(at), "type": kind, "body": body}
 
-    events = [envelope("trace-create", {
-        "id": trace_id, "name": rng.choice(["chat", "rag-answer", "agent-run", "summarize"]),
-        "timestamp": api_time(start),
-        "userId": f"user-{rng.randrange(config.users)}", "sessionId": f"session-{rng.randrange(config.sessions)}",
-        "environment": env, "tags": rng.sample(["beta", "mobile", "web", "eu", "us"], 2),
-        "metadata": {"plan": rng.choice(["free", "pro", "team"]), "region": rng.choice(["eu", "us"])},
-        "input": {"question": _text(rng, half)}, "release": "1.4.2", "version": "v3"}, start)]
+    events = [
+        envelope(
+            "trace-create",
+            {
+                "id": trace_id,
+                "name": rng.choice(["chat", "rag-answer", "agent-run", "summarize"]),
+                "timestamp": api_time(start),
+                "userId": f"user-{rng.randrange(config.users)}",
+                "sessionId": f"session-{rng.randrange(config.sessions)}",
+                "environment": env,
+                "tags": rng.sample(["beta", "mobile", "web", "eu", "us"], 2),
+                "metadata": {"plan": rng.choice(["free", "pro", "team"]), "region": rng.choice(["eu", "us"])},
+                "input": {"question": _text(rng, half)},
+                "release": "1.4.2",
+                "version": "v3",
+            },
+            start,
+        )
+    ]
     root_id = str(uuid.UUID(int=rng.getrandbits(128)))
-    events.append(envelope("span-create", {"id": root_id, "traceId": trace_id, "name": "handle", "environment": env,
-                                           "startTime": api_time(start)}, start))
+    events.append(
+        envelope(
+            "span-create",
+            {"id": root_id, "traceId": trace_id, "name": "handle", "environment": env, "startTime": api_time(start)},
+            start,
+        )
+    )
     cursor = start
     for i in range(max(0, config.spans_per_trace - 1)):
         obs_id = str(uuid.UUID(int=rng.getrandbits(128)))
@@ -96,29 +113,80 @@ def trace_events(rng: random.Random, config: SynthConfig, now: datetime) -> list
         if i % 2 == 0:
             model, price_in, price_out = rng.choice(MODELS)
             tokens_in, tokens_out = rng.randint(50, 2000), rng.randint(10, 600)
-            events.append(envelope("generation-create", {
-                "id": obs_id, "traceId": trace_id, "parentObservationId": root_id, "name": f"llm-{i}",
-                "environment": env, "startTime": api_time(begin), "model": model,
-                "modelParameters": {"temperature": round(rng.random(), 2)},
-                "input": [{"role": "user", "content": _text(rng, half)}]}, begin))
-            events.append(envelope("generation-update", {
-                "id": obs_id, "traceId": trace_id, "endTime": api_time(end), "completionStartTime": api_time(begin),
-                "output": {"role": "assistant", "content": _text(rng, half)},
-                "usageDetails": {"input": tokens_in, "output": tokens_out},
-                "costDetails": {"input": tokens_in * price_in, "output": tokens_out * price_out}}, end))
+            events.append(
+                envelope(
+                    "generation-create",
+                    {
+                        "id": obs_id,
+                        "traceId": trace_id,
+                        "parentObservationId": root_id,
+                        "name": f"llm-{i}",
+                        "environment": env,
+                        "startTime": api_time(begin),
+                        "model": model,
+                        "modelParameters": {"temperature": round(rng.random(), 2)},
+                        "input": [{"role": "user", "content": _text(rng, half)}],
+                    },
+                    begin,
+                )
+            )
+            events.append(
+                envelope(
+                    "generation-update",
+                    {
+                        "id": obs_id,
+                        "traceId": trace_id,
+                        "endTime": api_time(end),
+                        "completionStartTime": api_time(begin),
+                        "output": {"role": "assistant", "content": _text(rng, half)},
+                        "usageDetails": {"input": tokens_in, "output": tokens_out},
+                        "costDetails": {"input": tokens_in * price_in, "output": tokens_out * price_out},
+                    },
+                    end,
+                )
+            )
         else:
             kind = rng.choice(["tool", "retriever"])
-            events.append(envelope(f"{kind}-create", {
-                "id": obs_id, "traceId": trace_id, "parentObservationId": root_id, "environment": env,
-                "name": rng.choice(TOOLS), "startTime": api_time(begin), "endTime": api_time(end),
-                "input": {"query": _text(rng, half // 2)}, "output": {"result": _text(rng, half // 2)}}, begin))
+            events.append(
+                envelope(
+                    f"{kind}-create",
+                    {
+                        "id": obs_id,
+                        "traceId": trace_id,
+                        "parentObservationId": root_id,
+                        "environment": env,
+                        "name": rng.choice(TOOLS),
+                        "startTime": api_time(begin),
+                        "endTime": api_time(end),
+                        "input": {"query": _text(rng, half // 2)},
+                        "output": {"result": _text(rng, half // 2)},
+                    },
+                    begin,
+                )
+            )
         cursor = end
-    events.append(envelope("span-update", {"id": root_id, "traceId": trace_id, "endTime": api_time(cursor),
-                                           "output": {"status": "ok"}}, cursor))
+    events.append(
+        envelope(
+            "span-update",
+            {"id": root_id, "traceId": trace_id, "endTime": api_time(cursor), "output": {"status": "ok"}},
+            cursor,
+        )
+    )
     events.append(envelope("trace-create", {"id": trace_id, "output": {"answer": _text(rng, half)}}, cursor))
-    events.append(envelope("score-create", {"id": str(uuid.UUID(int=rng.getrandbits(128))), "traceId": trace_id,
-                                            "name": "user-feedback", "value": rng.choice([0, 1]),
-                                            "dataType": "BOOLEAN", "environment": env}, cursor))
+    events.append(
+        envelope(
+            "score-create",
+            {
+                "id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "traceId": trace_id,
+                "name": "user-feedback",
+                "value": rng.choice([0, 1]),
+                "dataType": "BOOLEAN",
+                "environment": env,
+            },
+            cursor,
+        )
+    )
     return events
 
 
@@ -182,8 +250,11 @@ async def send(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60, limits=limits) as client:
         workers = [asyncio.create_task(worker(client)) for _ in range(concurrency)]
-        bodies = prepared if prepared is not None else (
-            (len(batch), orjson.dumps({"batch": batch})) for batch in batches(config))
+        bodies = (
+            prepared
+            if prepared is not None
+            else ((len(batch), orjson.dumps({"batch": batch})) for batch in batches(config))
+        )
         for item in bodies:
             await pending.put(item)
         for _ in workers:

@@ -24,25 +24,36 @@ from tracehouse.usage.service import usage_cron
 
 def cron_specs(services: Services, producer: QueueProducer) -> list[CronSpec]:
     interval = timedelta(seconds=services.settings.export_schedule_interval_s)
-    return [usage_cron(services.clickhouse),
-            export_schedule_cron(services.metadata, producer_enqueue(producer), interval=interval)]
+    return [
+        usage_cron(services.clickhouse),
+        export_schedule_cron(services.metadata, producer_enqueue(producer), interval=interval),
+    ]
 
 
 def export_job(services: Services, producer: QueueProducer) -> ExportJob:
-    return ExportJob(clickhouse=services.clickhouse, metadata=services.metadata,
-                     box=SecretBox(services.settings.encryption_key),
-                     config=ExportConfig.from_settings(services.settings), metrics=services.metrics,
-                     enqueue=producer_enqueue(producer))
+    return ExportJob(
+        clickhouse=services.clickhouse,
+        metadata=services.metadata,
+        box=SecretBox(services.settings.encryption_key),
+        config=ExportConfig.from_settings(services.settings),
+        metrics=services.metrics,
+        enqueue=producer_enqueue(producer),
+    )
 
 
-def build_processors(services: Services, writer: ClickHouseWriter, redis: Any,
-                     producer: QueueProducer) -> dict[str, Processor]:
+def build_processors(
+    services: Services, writer: ClickHouseWriter, redis: Any, producer: QueueProducer
+) -> dict[str, Processor]:
     """Queue name -> processor. Capabilities add theirs here as they land."""
     processors: dict[str, Processor] = {
         INGESTION_QUEUE: IngestionProcessor(
-            clickhouse=services.clickhouse, blobs=services.blobs, writer=writer,
+            clickhouse=services.clickhouse,
+            blobs=services.blobs,
+            writer=writer,
             locks=EntityLocks(redis, services.settings.redis_key_prefix),
-            metadata=services.metadata, metrics=services.metrics),
+            metadata=services.metadata,
+            metrics=services.metrics,
+        ),
         PROCESSING_QUEUE: export_processor(export_job(services, producer)),
     }
     for spec in cron_specs(services, producer):
@@ -78,26 +89,36 @@ async def start_workers(
     crons: list[CronSpec] | None = None,
 ) -> QueueRunner:
     settings = services.settings
-    writer = ClickHouseWriter(services.clickhouse, batch_size=settings.ingestion_write_batch_size,
-                              interval_ms=settings.ingestion_write_interval_ms,
-                              max_attempts=settings.ingestion_write_max_attempts, metrics=services.metrics)
+    writer = ClickHouseWriter(
+        services.clickhouse,
+        batch_size=settings.ingestion_write_batch_size,
+        interval_ms=settings.ingestion_write_interval_ms,
+        max_attempts=settings.ingestion_write_max_attempts,
+        metrics=services.metrics,
+    )
     redis = redis_client(services.redis_url)
     prefix = services.settings.redis_key_prefix
     producer = QueueProducer(services.redis_connection, QUEUES, prefix=prefix)
     processors = dict(processors if processors is not None else build_processors(services, writer, redis, producer))
     crons = crons if crons is not None else cron_specs(services, producer)
-    specs = [_with_overrides(s, services) for s in queues_for_role(role, dict(environ or os.environ))
-             if s.name in processors]
+    specs = [
+        _with_overrides(s, services) for s in queues_for_role(role, dict(environ or os.environ)) if s.name in processors
+    ]
     activity = ActivityTracker(redis, prefix)
-    runner = QueueRunner(services.redis_connection, specs, processors, prefix=prefix,
-                         metrics=services.metrics, activity=activity)
+    runner = QueueRunner(
+        services.redis_connection, specs, processors, prefix=prefix, metrics=services.metrics, activity=activity
+    )
     runner.after_close += [writer.close, redis.aclose, producer.close]
     await runner.start()
     consumed = set(runner.queue_names)
     # Only a process that consumes a cron's queue registers its schedule (upsert by id).
     await register_schedules(producer.queue, [c for c in crons if c.queue in consumed])
-    get_logger("tracehouse.worker").info("worker_started", role=role.value, queues=runner.queue_names,
-                                         crons=[c.name for c in crons if c.queue in consumed])
+    get_logger("tracehouse.worker").info(
+        "worker_started",
+        role=role.value,
+        queues=runner.queue_names,
+        crons=[c.name for c in crons if c.queue in consumed],
+    )
     return runner
 
 
@@ -114,9 +135,15 @@ def worker_health_app(services: Services, runner: QueueRunner) -> Any:
 
     async def queue_health() -> JSONResponse:
         health = await check_queues(
-            client, services.settings.redis_key_prefix, queues=runner.queue_names, expected=runner.queue_names,
-            stuck_after_s=services.settings.queue_stuck_threshold_minutes * 60, worker_running=runner.running,
-            worker_concurrency=runner.concurrency, metrics=services.metrics)
+            client,
+            services.settings.redis_key_prefix,
+            queues=runner.queue_names,
+            expected=runner.queue_names,
+            stuck_after_s=services.settings.queue_stuck_threshold_minutes * 60,
+            worker_running=runner.running,
+            worker_concurrency=runner.concurrency,
+            metrics=services.metrics,
+        )
         return JSONResponse(health.body, status_code=200 if health.healthy else 503)
 
     app.get("/api/health")(queue_health)

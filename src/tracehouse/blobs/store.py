@@ -77,13 +77,9 @@ class BlobStoreConfig:
             if self.root is None:
                 raise ConfigError("the local blob store needs a root folder")
         elif not self.bucket:
-            raise ConfigError(
-                f"LANGFUSE_S3_EVENT_UPLOAD_BUCKET is required for the {self.backend} blob store"
-            )
+            raise ConfigError(f"LANGFUSE_S3_EVENT_UPLOAD_BUCKET is required for the {self.backend} blob store")
         if self.backend is BlobBackend.AZURE and not self.access_key_id:
-            raise ConfigError(
-                "LANGFUSE_S3_EVENT_UPLOAD_ACCESS_KEY_ID (the storage account name) is required for Azure"
-            )
+            raise ConfigError("LANGFUSE_S3_EVENT_UPLOAD_ACCESS_KEY_ID (the storage account name) is required for Azure")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BlobStoreConfig:
@@ -140,7 +136,7 @@ class BlobStore:
     def _info(self, meta: Any) -> BlobInfo:
         path: str = meta["path"]
         return BlobInfo(
-            key=path[len(self._prefix):] if path.startswith(self._prefix) else path,
+            key=path[len(self._prefix) :] if path.startswith(self._prefix) else path,
             size=int(meta["size"]),
             last_modified=meta["last_modified"],
             etag=meta.get("e_tag"),

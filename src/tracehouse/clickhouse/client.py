@@ -61,16 +61,19 @@ def _params(params: Params) -> dict[str, Any] | None:
 
 # Query parameters reach chDB as text in ClickHouse's escaped (TSV) form: a raw tab, newline or
 # backslash in a string would be misread (an id with a backslash would never match itself).
-_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0",
-                              "\b": "\\b", "\f": "\\f"})
+_TSV_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "\b": "\\b", "\f": "\\f"}
+)
 
 
 def _chdb_params(params: Params) -> dict[str, Any] | None:
     """chDB takes parameter values as text; arrays must be written as ClickHouse array literals."""
     if not params:
         return None
-    return {k: _array_literal(v) if isinstance(v, list | set) else v.translate(_TSV_ESCAPES) if isinstance(v, str)
-            else v for k, v in params.items()}
+    return {
+        k: _array_literal(v) if isinstance(v, list | set) else v.translate(_TSV_ESCAPES) if isinstance(v, str) else v
+        for k, v in params.items()
+    }
 
 
 def _array_literal(values: Any) -> str:
@@ -287,9 +290,7 @@ _STREAM_END = object()
 class ClickHouse:
     """Async ClickHouse access by workload class. Build it with `ClickHouse.from_settings`."""
 
-    def __init__(
-        self, backends: Mapping[Workload, Backend], classes: Mapping[Workload, WorkloadSettings]
-    ) -> None:
+    def __init__(self, backends: Mapping[Workload, Backend], classes: Mapping[Workload, WorkloadSettings]) -> None:
         self._backends = dict(backends)
         self._classes = dict(classes)
 
@@ -380,8 +381,9 @@ class ClickHouse:
 
         def produce() -> None:
             try:
-                for batch in self.stream_blocking(sql, params, workload=workload, settings=settings,
-                                                  batch_rows=batch_rows):
+                for batch in self.stream_blocking(
+                    sql, params, workload=workload, settings=settings, batch_rows=batch_rows
+                ):
                     if stop.is_set():
                         return
                     asyncio.run_coroutine_threadsafe(handoff.put(batch), loop).result()

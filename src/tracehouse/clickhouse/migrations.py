@@ -42,9 +42,7 @@ def load_migrations(cluster: str | None = None) -> list[Migration]:
         if not entry.name.endswith(".sql"):
             continue
         version, _, rest = entry.name.partition("_")
-        found.append(
-            Migration(int(version), rest.removesuffix(".sql"), _split(_render(entry.read_text(), cluster)))
-        )
+        found.append(Migration(int(version), rest.removesuffix(".sql"), _split(_render(entry.read_text(), cluster))))
     return sorted(found, key=lambda m: m.version)
 
 

@@ -89,8 +89,12 @@ class CronGuard:
             result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(CronJob)
                 .where(CronJob.name == name)
-                .where((CronJob.state.is_(None)) | (CronJob.state != PROCESSING)
-                       | (CronJob.job_started_at.is_(None)) | (CronJob.job_started_at < now - stale_after))
+                .where(
+                    (CronJob.state.is_(None))
+                    | (CronJob.state != PROCESSING)
+                    | (CronJob.job_started_at.is_(None))
+                    | (CronJob.job_started_at < now - stale_after)
+                )
                 .values(state=PROCESSING, job_started_at=now)
             )
             return now if result.rowcount == 1 else None
@@ -122,8 +126,9 @@ class CronGuard:
             )
             return moved.rowcount == 1
 
-    def commit_period(self, spec: CronSpec, start: datetime, end: datetime, value: Any, worker: str,
-                      started_at: datetime) -> bool:
+    def commit_period(
+        self, spec: CronSpec, start: datetime, end: datetime, value: Any, worker: str, started_at: datetime
+    ) -> bool:
         """Apply one period's effect and advance last_run, atomically and only from `start`."""
         with self._metadata.session() as session:
             moved: CursorResult[Any] = session.execute(  # type: ignore[assignment]
@@ -133,13 +138,22 @@ class CronGuard:
                 session.rollback()
                 return False
             spec.apply(session, start, end, value)
-            session.add(CronRun(name=spec.name, period_start=start, period_end=end, started_at=started_at,
-                                finished_at=datetime.now(UTC), worker=worker))
+            session.add(
+                CronRun(
+                    name=spec.name,
+                    period_start=start,
+                    period_end=end,
+                    started_at=started_at,
+                    finished_at=datetime.now(UTC),
+                    worker=worker,
+                )
+            )
         return True
 
 
-async def run_cron(spec: CronSpec, metadata: MetadataDB, *, worker: str | None = None,
-                   now: Callable[[], datetime] | None = None) -> CronOutcome:
+async def run_cron(
+    spec: CronSpec, metadata: MetadataDB, *, worker: str | None = None, now: Callable[[], datetime] | None = None
+) -> CronOutcome:
     """One tick: claim, process every due period, release. Safe to call from any number of workers."""
     clock = now or (lambda: datetime.now(UTC))
     worker = worker or worker_identity()

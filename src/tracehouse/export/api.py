@@ -39,8 +39,9 @@ async def _scope(request: Request) -> str | None:
 
 
 def _forbidden(project_id: str) -> JSONResponse:
-    return JSONResponse({"error": "ForbiddenError", "message": f"this key cannot manage project {project_id}"},
-                        status_code=403)
+    return JSONResponse(
+        {"error": "ForbiddenError", "message": f"this key cannot manage project {project_id}"}, status_code=403
+    )
 
 
 @router.get("/api/public/integrations/blob-storage")
@@ -67,8 +68,9 @@ async def put_integration(request: Request) -> JSONResponse:
         return _forbidden(integration.project_id)
     services = request.app.state.services
     try:
-        view = await asyncio.to_thread(upsert_integration, services.metadata,
-                                       SecretBox(services.settings.encryption_key), integration)
+        view = await asyncio.to_thread(
+            upsert_integration, services.metadata, SecretBox(services.settings.encryption_key), integration
+        )
     except ConfigError as exc:
         return JSONResponse({"error": "ConfigurationError", "message": str(exc)}, status_code=422)
     return JSONResponse(view)
@@ -102,4 +104,3 @@ async def remove_integration(integration_id: str, request: Request) -> JSONRespo
     if not await asyncio.to_thread(delete_integration, request.app.state.services.metadata, integration_id):
         return JSONResponse({"error": "NotFound", "message": f"no integration {integration_id}"}, status_code=404)
     return JSONResponse({"message": "Blob storage integration deleted successfully"})
-

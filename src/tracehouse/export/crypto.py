@@ -23,8 +23,10 @@ class SecretBox:
 
     def _need(self) -> AESGCM:
         if self._aead is None:
-            raise ConfigError("ENCRYPTION_KEY is not set: it is needed to store or use integration secrets "
-                              "(64 hex characters, e.g. `openssl rand -hex 32`)")
+            raise ConfigError(
+                "ENCRYPTION_KEY is not set: it is needed to store or use integration secrets "
+                "(64 hex characters, e.g. `openssl rand -hex 32`)"
+            )
         return self._aead
 
     def encrypt(self, plaintext: str) -> str:
@@ -39,5 +41,6 @@ class SecretBox:
         except ConfigError:
             raise
         except Exception:  # noqa: BLE001 - InvalidTag: a different key encrypted it
-            raise ConfigError("ENCRYPTION_KEY does not decrypt the stored integration secrets "
-                              "(was it changed?)") from None
+            raise ConfigError(
+                "ENCRYPTION_KEY does not decrypt the stored integration secrets (was it changed?)"
+            ) from None

@@ -9,8 +9,13 @@ from tracehouse.blobs.store import BlobStoreConfig
 from tracehouse.export.integrations import Integration
 from tracehouse.settings import BlobBackend
 
-_BACKENDS = {"S3": BlobBackend.S3, "S3_COMPATIBLE": BlobBackend.S3, "GOOGLE_CLOUD_STORAGE": BlobBackend.GCS,
-             "AZURE_BLOB_STORAGE": BlobBackend.AZURE, "LOCAL": BlobBackend.LOCAL}
+_BACKENDS = {
+    "S3": BlobBackend.S3,
+    "S3_COMPATIBLE": BlobBackend.S3,
+    "GOOGLE_CLOUD_STORAGE": BlobBackend.GCS,
+    "AZURE_BLOB_STORAGE": BlobBackend.AZURE,
+    "LOCAL": BlobBackend.LOCAL,
+}
 
 
 def destination_config(integration: Integration, data_dir: Path) -> BlobStoreConfig:

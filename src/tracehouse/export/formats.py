@@ -41,8 +41,11 @@ class FileFormat:
     def content_type(self) -> str:
         if self.gzipped:
             return "application/gzip"
-        return {"PARQUET": "application/vnd.apache.parquet", "JSONL": "application/x-ndjson",
-                "CSV": "text/csv; charset=utf-8"}[self.file_type]
+        return {
+            "PARQUET": "application/vnd.apache.parquet",
+            "JSONL": "application/x-ndjson",
+            "CSV": "text/csv; charset=utf-8",
+        }[self.file_type]
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,13 @@ class HashingSink:
         return self._hash.hexdigest()
 
 
-def write_batches(batches: Iterator[pa.RecordBatch], open_target: Callable[[], AbstractContextManager[Writable]],
-                  fmt: FileFormat, *, row_group_rows: int) -> WrittenFile | None:
+def write_batches(
+    batches: Iterator[pa.RecordBatch],
+    open_target: Callable[[], AbstractContextManager[Writable]],
+    fmt: FileFormat,
+    *,
+    row_group_rows: int,
+) -> WrittenFile | None:
     """Write every non-empty batch into one file, opened on the first row; None when there were no rows.
 
     An empty window therefore leaves no file at all (rather than a header-only file a reader might
@@ -182,8 +190,9 @@ class _CsvEncoder:
     def write(self, batch: pa.RecordBatch) -> None:
         for i in self._nested:
             values = batch.column(i).to_pylist(maps_as_pydicts="strict")
-            text = pa.array([None if v is None else orjson.dumps(v, default=_json_default).decode() for v in values],
-                            pa.string())
+            text = pa.array(
+                [None if v is None else orjson.dumps(v, default=_json_default).decode() for v in values], pa.string()
+            )
             batch = batch.set_column(i, batch.schema.field(i).name, text)
         if self._writer is None:
             self._writer = pacsv.CSVWriter(self._out, batch.schema)
@@ -203,8 +212,12 @@ def read_id_versions(data: bytes, file_type: str, gzipped: bool) -> tuple[list[s
     if file_type == "PARQUET":
         table = pq.read_table(io.BytesIO(data), columns=["id", "event_ts"])
     elif file_type == "CSV":
-        table = pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(
-            include_columns=["id", "event_ts"], column_types={"id": pa.string(), "event_ts": pa.string()}))
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=["id", "event_ts"], column_types={"id": pa.string(), "event_ts": pa.string()}
+            ),
+        )
     else:
         rows = [orjson.loads(line) for line in data.splitlines() if line]
         table = pa.table({"id": [r["id"] for r in rows], "event_ts": [r["event_ts"] for r in rows]})

@@ -45,7 +45,8 @@ class IntegrationRequest(BaseModel):
     secret_access_key: str | None = Field(None, alias="secretAccessKey")
     prefix: str = ""
     export_frequency: Literal["every_15_minutes", "every_20_minutes", "hourly", "daily", "weekly"] = Field(
-        "hourly", alias="exportFrequency")
+        "hourly", alias="exportFrequency"
+    )
     enabled: bool = True
     force_path_style: bool = Field(False, alias="forcePathStyle")
     file_type: Literal["PARQUET", "JSONL", "CSV"] = Field("PARQUET", alias="fileType")
@@ -103,14 +104,29 @@ class Integration:
 def response_view(row: BlobStorageIntegration) -> dict[str, Any]:
     """Langfuse's BlobStorageIntegrationResponse; the secret is never included."""
     return {
-        "id": row.project_id, "projectId": row.project_id, "type": row.type, "bucketName": row.bucket_name,
-        "endpoint": row.endpoint, "region": row.region, "accessKeyId": row.access_key_id, "prefix": row.prefix,
-        "exportFrequency": row.export_frequency, "enabled": row.enabled, "forcePathStyle": row.force_path_style,
-        "fileType": row.file_type, "exportMode": row.export_mode, "exportStartDate": api_time(row.export_start_date),
-        "compressed": row.compressed, "exportSource": "LEGACY_TRACES_OBSERVATIONS", "exportFieldGroups": None,
-        "nextSyncAt": api_time(row.next_sync_at), "lastSyncAt": api_time(row.last_sync_at),
-        "lastError": row.last_error, "lastErrorAt": api_time(row.last_error_at),
-        "createdAt": api_time(row.created_at), "updatedAt": api_time(row.updated_at),
+        "id": row.project_id,
+        "projectId": row.project_id,
+        "type": row.type,
+        "bucketName": row.bucket_name,
+        "endpoint": row.endpoint,
+        "region": row.region,
+        "accessKeyId": row.access_key_id,
+        "prefix": row.prefix,
+        "exportFrequency": row.export_frequency,
+        "enabled": row.enabled,
+        "forcePathStyle": row.force_path_style,
+        "fileType": row.file_type,
+        "exportMode": row.export_mode,
+        "exportStartDate": api_time(row.export_start_date),
+        "compressed": row.compressed,
+        "exportSource": "LEGACY_TRACES_OBSERVATIONS",
+        "exportFieldGroups": None,
+        "nextSyncAt": api_time(row.next_sync_at),
+        "lastSyncAt": api_time(row.last_sync_at),
+        "lastError": row.last_error,
+        "lastErrorAt": api_time(row.last_error_at),
+        "createdAt": api_time(row.created_at),
+        "updatedAt": api_time(row.updated_at),
     }
 
 
@@ -125,24 +141,40 @@ def status_view(row: BlobStorageIntegration) -> dict[str, Any]:
         status = "up_to_date"
     else:
         status = "idle"
-    return {"id": row.project_id, "projectId": row.project_id, "syncStatus": status, "enabled": row.enabled,
-            "lastSyncAt": api_time(row.last_sync_at), "nextSyncAt": api_time(row.next_sync_at),
-            "lastError": row.last_error, "lastErrorAt": api_time(row.last_error_at)}
+    return {
+        "id": row.project_id,
+        "projectId": row.project_id,
+        "syncStatus": status,
+        "enabled": row.enabled,
+        "lastSyncAt": api_time(row.last_sync_at),
+        "nextSyncAt": api_time(row.next_sync_at),
+        "lastError": row.last_error,
+        "lastErrorAt": api_time(row.last_error_at),
+    }
 
 
 def progress_view(row: BlobStorageIntegration, now: datetime) -> dict[str, Any]:
     """Export progress of one project (GET .../blob-storage/status, `tracehouse export status`)."""
     lag = (now - row.last_sync_at).total_seconds() / 60 if row.last_sync_at else None
-    pending = ({"start": api_time(row.pending_window_start), "end": api_time(row.pending_window_end)}
-               if row.pending_window_start else None)
-    return {**status_view(row),
-            "exportedUntil": api_time(row.last_sync_at),
-            "lagMinutes": round(lag, 1) if lag is not None else None,
-            "pendingWindow": pending,
-            "running": row.run_owner is not None,
-            "lastJob": {"finishedAt": api_time(row.last_job_finished_at), "durationMs": row.last_job_duration_ms,
-                        "rows": row.last_job_rows, "files": row.last_job_files},
-            "nextRunAt": api_time(row.next_sync_at)}
+    pending = (
+        {"start": api_time(row.pending_window_start), "end": api_time(row.pending_window_end)}
+        if row.pending_window_start
+        else None
+    )
+    return {
+        **status_view(row),
+        "exportedUntil": api_time(row.last_sync_at),
+        "lagMinutes": round(lag, 1) if lag is not None else None,
+        "pendingWindow": pending,
+        "running": row.run_owner is not None,
+        "lastJob": {
+            "finishedAt": api_time(row.last_job_finished_at),
+            "durationMs": row.last_job_duration_ms,
+            "rows": row.last_job_rows,
+            "files": row.last_job_files,
+        },
+        "nextRunAt": api_time(row.next_sync_at),
+    }
 
 
 def upsert_integration(metadata: MetadataDB, box: SecretBox, request: IntegrationRequest) -> dict[str, Any]:
@@ -166,8 +198,21 @@ def upsert_integration(metadata: MetadataDB, box: SecretBox, request: Integratio
             row.last_sync_at = row.pending_window_start = row.pending_window_end = row.next_sync_at = None
         elif request.enabled and not row.enabled:
             row.next_sync_at = now
-        for name in ("type", "bucket_name", "endpoint", "region", "access_key_id", "prefix", "export_frequency",
-                     "enabled", "force_path_style", "file_type", "export_mode", "export_start_date", "compressed"):
+        for name in (
+            "type",
+            "bucket_name",
+            "endpoint",
+            "region",
+            "access_key_id",
+            "prefix",
+            "export_frequency",
+            "enabled",
+            "force_path_style",
+            "file_type",
+            "export_mode",
+            "export_start_date",
+            "compressed",
+        ):
             setattr(row, name, getattr(request, name))
         row.secret_access_key = secret
         row.updated_at = now
@@ -192,7 +237,8 @@ def due_integrations(metadata: MetadataDB, now: datetime) -> list[tuple[str, dat
             select(BlobStorageIntegration.project_id, BlobStorageIntegration.last_sync_at)
             .where(BlobStorageIntegration.enabled.is_(True))
             .where(BlobStorageIntegration.next_sync_at.is_(None) | (BlobStorageIntegration.next_sync_at <= now))
-            .order_by(BlobStorageIntegration.project_id))
+            .order_by(BlobStorageIntegration.project_id)
+        )
         return [(r.project_id, r.last_sync_at) for r in rows]
 
 
@@ -211,6 +257,8 @@ def check_secrets_readable(metadata: MetadataDB, box: SecretBox) -> None:
     if not stored:
         return
     if not box.ready:
-        raise ConfigError(f"ENCRYPTION_KEY is not set but {len(stored)} export integration(s) have stored "
-                          "secrets; set the key they were encrypted with")
+        raise ConfigError(
+            f"ENCRYPTION_KEY is not set but {len(stored)} export integration(s) have stored "
+            "secrets; set the key they were encrypted with"
+        )
     box.decrypt(stored[0].secret_access_key or "")

@@ -69,11 +69,14 @@ class ExportConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExportConfig:
-        return cls(lag=timedelta(milliseconds=settings.export_safety_lag_ms),
-                   catchup=timedelta(milliseconds=settings.export_catchup_interval_ms),
-                   min_window=timedelta(milliseconds=settings.export_min_window_ms),
-                   row_group_rows=settings.export_parquet_row_group_size,
-                   trace_only_projects=settings.trace_only_projects, data_dir=settings.data_dir)
+        return cls(
+            lag=timedelta(milliseconds=settings.export_safety_lag_ms),
+            catchup=timedelta(milliseconds=settings.export_catchup_interval_ms),
+            min_window=timedelta(milliseconds=settings.export_min_window_ms),
+            row_group_rows=settings.export_parquet_row_group_size,
+            trace_only_projects=settings.trace_only_projects,
+            data_dir=settings.data_dir,
+        )
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,15 @@ class ExportedFile:
     content_type: str
 
     def as_json(self) -> dict[str, Any]:
-        return {"key": self.key, "table": self.table, "window": self.window.as_json(), "rows": self.rows,
-                "sizeBytes": self.size_bytes, "sha256": self.sha256, "contentType": self.content_type}
+        return {
+            "key": self.key,
+            "table": self.table,
+            "window": self.window.as_json(),
+            "rows": self.rows,
+            "sizeBytes": self.size_bytes,
+            "sha256": self.sha256,
+            "contentType": self.content_type,
+        }
 
 
 @dataclass
@@ -119,10 +129,18 @@ class LeaseLost(Exception):
 
 
 class ExportJob:
-    def __init__(self, *, clickhouse: ClickHouse, metadata: MetadataDB, box: SecretBox, config: ExportConfig,
-                 metrics: Metrics | None = None, enqueue: Enqueue | None = None,
-                 clock: Callable[[], datetime] | None = None,
-                 store_for: Callable[[Integration], BlobStore] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clickhouse: ClickHouse,
+        metadata: MetadataDB,
+        box: SecretBox,
+        config: ExportConfig,
+        metrics: Metrics | None = None,
+        enqueue: Enqueue | None = None,
+        clock: Callable[[], datetime] | None = None,
+        store_for: Callable[[Integration], BlobStore] | None = None,
+    ) -> None:
         self._ch = clickhouse
         self._metadata = metadata
         self._box = box
@@ -170,43 +188,70 @@ class ExportJob:
             return {"waiting": True}
         horizon = now - self._config.lag
         catching_up = window.end + integration.frequency <= horizon
-        attempt = _Attempt(integration, self._store_for(integration),
-                           FileFormat(integration.file_type, integration.compressed), window, owner)
+        attempt = _Attempt(
+            integration,
+            self._store_for(integration),
+            FileFormat(integration.file_type, integration.compressed),
+            window,
+            owner,
+        )
         try:
             for table in tables:
                 table_started = time.perf_counter()
                 await self._export_table(attempt, table, window)
                 if self._metrics:
                     self._metrics.blob_export_table_duration.labels(table.name).observe(
-                        (time.perf_counter() - table_started) * 1000)
+                        (time.perf_counter() - table_started) * 1000
+                    )
             await self._hold_lease(attempt)  # a newer attempt of this window writes the manifest instead
             await self._write_manifest(attempt, tables)
-            figures = state.JobFigures(datetime.now(UTC), int((time.perf_counter() - started) * 1000),
-                                       sum(f.rows for f in attempt.written), len(attempt.written))
+            figures = state.JobFigures(
+                datetime.now(UTC),
+                int((time.perf_counter() - started) * 1000),
+                sum(f.rows for f in attempt.written),
+                len(attempt.written),
+            )
             next_run = now if catching_up else window.end + integration.frequency + self._config.lag
-            moved = await asyncio.to_thread(state.advance_cursor, self._metadata, project_id, owner, window,
-                                            next_run, figures)
+            moved = await asyncio.to_thread(
+                state.advance_cursor, self._metadata, project_id, owner, window, next_run, figures
+            )
         except LeaseLost:
             raise
         except Exception as exc:
             await self._failed(project_id, exc, started)
             raise
         mode = "catchup" if catching_up else "steady"
-        self._log.info("blob_export_job_completed", projectId=project_id, durationMs=figures.duration_ms,
-                       tablesExported=len(tables), rows=figures.rows, files=figures.files, mode=mode,
-                       windowStart=iso_ms(window.start), windowEnd=iso_ms(window.end), splits=attempt.splits,
-                       cursorMoved=moved)
+        self._log.info(
+            "blob_export_job_completed",
+            projectId=project_id,
+            durationMs=figures.duration_ms,
+            tablesExported=len(tables),
+            rows=figures.rows,
+            files=figures.files,
+            mode=mode,
+            windowStart=iso_ms(window.start),
+            windowEnd=iso_ms(window.end),
+            splits=attempt.splits,
+            cursorMoved=moved,
+        )
         if self._metrics:
             self._metrics.blob_export_job_duration.labels(mode).observe(figures.duration_ms)
             self._metrics.blob_export_lag.labels(project_id).set((self._clock() - window.end).total_seconds())
         if moved and catching_up and self._enqueue is not None:
             await self._enqueue(project_id, job_id(project_id, window.end))
-        return {"window": window.as_json(), "rows": figures.rows, "files": figures.files, "mode": mode,
-                "splits": attempt.splits, "cursorMoved": moved}
+        return {
+            "window": window.as_json(),
+            "rows": figures.rows,
+            "files": figures.files,
+            "mode": mode,
+            "splits": attempt.splits,
+            "cursorMoved": moved,
+        }
 
     # --- which window ------------------------------------------------------------------------
-    async def _next_window(self, integration: Integration, tables: list[ExportTable],
-                           now: datetime) -> ExportWindow | None:
+    async def _next_window(
+        self, integration: Integration, tables: list[ExportTable], now: datetime
+    ) -> ExportWindow | None:
         project_id = integration.project_id
         if integration.pending_window is not None:
             self._log.info("blob_export_resuming_window", projectId=project_id, **integration.pending_window.as_json())
@@ -217,13 +262,15 @@ class ExportJob:
             cursor = await self._initial_cursor(integration, tables, horizon)
             if not await asyncio.to_thread(state.set_initial_cursor, self._metadata, project_id, cursor):
                 return None  # another job got there first; it carries on
-        plan = plan_window(cursor, frequency=integration.frequency, catchup=self._config.catchup,
-                           horizon=horizon, lag=self._config.lag)
+        plan = plan_window(
+            cursor, frequency=integration.frequency, catchup=self._config.catchup, horizon=horizon, lag=self._config.lag
+        )
         if plan.window is None:
             assert plan.next_run is not None
             await asyncio.to_thread(state.set_next_run, self._metadata, project_id, cursor, plan.next_run)
-            self._log.info("blob_export_not_due", projectId=project_id, cursor=iso_ms(cursor),
-                           nextRun=iso_ms(plan.next_run))
+            self._log.info(
+                "blob_export_not_due", projectId=project_id, cursor=iso_ms(cursor), nextRun=iso_ms(plan.next_run)
+            )
             return None
         window = plan.window
         if plan.catching_up:
@@ -238,8 +285,7 @@ class ExportJob:
             return None
         return window
 
-    async def _initial_cursor(self, integration: Integration, tables: list[ExportTable],
-                              horizon: datetime) -> datetime:
+    async def _initial_cursor(self, integration: Integration, tables: list[ExportTable], horizon: datetime) -> datetime:
         if integration.export_mode != "FULL_HISTORY":
             return integration.export_start_date or floor_to(self._clock(), timedelta(days=1))
         first = await self._first_row(integration.project_id, tables, datetime(1970, 1, 1, tzinfo=UTC))
@@ -248,8 +294,9 @@ class ExportJob:
 
     async def _first_row(self, project_id: str, tables: list[ExportTable], after: datetime) -> datetime | None:
         """Earliest event_ts at or after `after` in the exported tables (None when there is none)."""
-        rows = await self._ch.query(first_row_query(tables), {"project_id": project_id, "after_ms": to_ms(after)},
-                                    workload=Workload.EXPORT)
+        rows = await self._ch.query(
+            first_row_query(tables), {"project_id": project_id, "after_ms": to_ms(after)}, workload=Workload.EXPORT
+        )
         found = [int(r["first"]) for r in rows if int(r["n"]) > 0]
         return from_ms(min(found)) if found else None
 
@@ -261,16 +308,27 @@ class ExportJob:
         except Exception as exc:
             project_id = attempt.integration.project_id
             if window.duration <= self._config.min_window:
-                self._log.error("blob_export_table_failed", table=table.name, projectId=project_id,
-                                windowMs=window.end_ms - window.start_ms, error=one_line_reason(exc)[:500])
+                self._log.error(
+                    "blob_export_table_failed",
+                    table=table.name,
+                    projectId=project_id,
+                    windowMs=window.end_ms - window.start_ms,
+                    error=one_line_reason(exc)[:500],
+                )
                 raise
             kind = classify_error(str(exc)).value
             first, second = window.halves()
-            self._log.warning("blob_export_error_splitting", table=table.name, projectId=project_id,
-                              errorType=kind, errorMessage=one_line_reason(exc)[:500],
-                              originalWindowMs=window.end_ms - window.start_ms,
-                              splitWindowMs=first.end_ms - first.start_ms,
-                              minTimestamp=iso_ms(window.start), maxTimestamp=iso_ms(window.end))
+            self._log.warning(
+                "blob_export_error_splitting",
+                table=table.name,
+                projectId=project_id,
+                errorType=kind,
+                errorMessage=one_line_reason(exc)[:500],
+                originalWindowMs=window.end_ms - window.start_ms,
+                splitWindowMs=first.end_ms - first.start_ms,
+                minTimestamp=iso_ms(window.start),
+                maxTimestamp=iso_ms(window.end),
+            )
             if self._metrics:
                 self._metrics.blob_export_splits.labels(table.name, kind).inc()
             attempt.splits += 1
@@ -282,25 +340,41 @@ class ExportJob:
         return [written]
 
     async def _hold_lease(self, attempt: _Attempt) -> None:
-        if not await asyncio.to_thread(state.renew_lease, self._metadata, attempt.integration.project_id,
-                                       attempt.owner):
+        if not await asyncio.to_thread(
+            state.renew_lease, self._metadata, attempt.integration.project_id, attempt.owner
+        ):
             raise LeaseLost(attempt.integration.project_id)
 
     def _write_file(self, attempt: _Attempt, table: ExportTable, window: ExportWindow) -> ExportedFile | None:
         """Blocking: stream the window's rows from ClickHouse into one object (runs in a thread)."""
         project_id = attempt.integration.project_id
         key = f"{project_id}/{table.name}/{window.stamp}.{attempt.fmt.extension}"
-        batches = self._ch.stream_blocking(table.window_query(), window_params(project_id, window),
-                                           workload=Workload.EXPORT, batch_rows=self._config.row_group_rows)
+        batches = self._ch.stream_blocking(
+            table.window_query(),
+            window_params(project_id, window),
+            workload=Workload.EXPORT,
+            batch_rows=self._config.row_group_rows,
+        )
         with closing(batches):  # type: ignore[type-var]
-            result = write_batches(batches, lambda: attempt.store.open_sync_writer(key), attempt.fmt,
-                                   row_group_rows=self._config.row_group_rows)
+            result = write_batches(
+                batches,
+                lambda: attempt.store.open_sync_writer(key),
+                attempt.fmt,
+                row_group_rows=self._config.row_group_rows,
+            )
         if result is None:
             return None
         if self._metrics:
             self._metrics.blob_export_rows.labels(table.name).inc(result.rows)
-        return ExportedFile(attempt.store.config.key_prefix + key, table.name, window, result.rows,
-                            result.size_bytes, result.sha256, attempt.fmt.content_type)
+        return ExportedFile(
+            attempt.store.config.key_prefix + key,
+            table.name,
+            window,
+            result.rows,
+            result.size_bytes,
+            result.sha256,
+            attempt.fmt.content_type,
+        )
 
     # --- commit ------------------------------------------------------------------------------
     async def _write_manifest(self, attempt: _Attempt, tables: list[ExportTable]) -> None:
@@ -323,14 +397,27 @@ class ExportJob:
             "querySettings": self._ch.settings_for(Workload.EXPORT),
             "rowGroupRows": self._config.row_group_rows,
         }
-        await attempt.store.put(manifest_key(integration.project_id, window),
-                                orjson.dumps(manifest, option=orjson.OPT_INDENT_2),
-                                content_type="application/json")
+        await attempt.store.put(
+            manifest_key(integration.project_id, window),
+            orjson.dumps(manifest, option=orjson.OPT_INDENT_2),
+            content_type="application/json",
+        )
 
     async def _failed(self, project_id: str, exc: BaseException, started: float) -> None:
         duration_ms = int((time.perf_counter() - started) * 1000)
         reason = one_line_reason(exc)
-        self._log.error("blob_export_failed", projectId=project_id, durationMs=duration_ms,
-                        errorType=classify_error(str(exc)).value, error=reason[:500])
-        await asyncio.to_thread(state.record_failure, self._metadata, project_id, f"{type(exc).__name__}: {reason}",
-                                datetime.now(UTC), duration_ms)
+        self._log.error(
+            "blob_export_failed",
+            projectId=project_id,
+            durationMs=duration_ms,
+            errorType=classify_error(str(exc)).value,
+            error=reason[:500],
+        )
+        await asyncio.to_thread(
+            state.record_failure,
+            self._metadata,
+            project_id,
+            f"{type(exc).__name__}: {reason}",
+            datetime.now(UTC),
+            duration_ms,
+        )

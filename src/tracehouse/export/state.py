@@ -29,22 +29,36 @@ def load_integration(metadata: MetadataDB, box: SecretBox, project_id: str) -> I
         if row is None:
             return None
         return Integration(
-            project_id=row.project_id, type=row.type, bucket_name=row.bucket_name, endpoint=row.endpoint,
-            region=row.region, access_key_id=row.access_key_id,
+            project_id=row.project_id,
+            type=row.type,
+            bucket_name=row.bucket_name,
+            endpoint=row.endpoint,
+            region=row.region,
+            access_key_id=row.access_key_id,
             secret_access_key=box.decrypt(row.secret_access_key) if row.secret_access_key else None,
-            prefix=row.prefix, export_frequency=row.export_frequency, enabled=row.enabled,
-            force_path_style=row.force_path_style, file_type=row.file_type, export_mode=row.export_mode,
-            export_start_date=row.export_start_date, compressed=row.compressed, last_sync_at=row.last_sync_at,
+            prefix=row.prefix,
+            export_frequency=row.export_frequency,
+            enabled=row.enabled,
+            force_path_style=row.force_path_style,
+            file_type=row.file_type,
+            export_mode=row.export_mode,
+            export_start_date=row.export_start_date,
+            compressed=row.compressed,
+            last_sync_at=row.last_sync_at,
             next_sync_at=row.next_sync_at,
-            pending_window=(ExportWindow(row.pending_window_start, row.pending_window_end)
-                            if row.pending_window_start and row.pending_window_end else None),
+            pending_window=(
+                ExportWindow(row.pending_window_start, row.pending_window_end)
+                if row.pending_window_start and row.pending_window_end
+                else None
+            ),
         )
 
 
 def _update(metadata: MetadataDB, project_id: str, *conditions: Any, **values: Any) -> bool:
     with metadata.session() as session:
         result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-            update(Row).where(Row.project_id == project_id, *conditions).values(**values))
+            update(Row).where(Row.project_id == project_id, *conditions).values(**values)
+        )
         return result.rowcount == 1
 
 
@@ -59,8 +73,12 @@ def take_lease(metadata: MetadataDB, project_id: str, job_key: str, now: datetim
     at once; any other job only once the lease is stale. The token is new per attempt, so an older
     attempt still running somewhere notices (renew fails) and stops before writing a manifest."""
     token = f"{job_key}#{uuid.uuid4().hex[:12]}"
-    free = (Row.run_owner.is_(None) | Row.run_owner.startswith(job_key + "#", autoescape=True)
-            | Row.run_started_at.is_(None) | (Row.run_started_at < now - LEASE_STALE_AFTER))
+    free = (
+        Row.run_owner.is_(None)
+        | Row.run_owner.startswith(job_key + "#", autoescape=True)
+        | Row.run_started_at.is_(None)
+        | (Row.run_started_at < now - LEASE_STALE_AFTER)
+    )
     return token if _update(metadata, project_id, free, run_owner=token, run_started_at=now) else None
 
 
@@ -73,14 +91,21 @@ def release_lease(metadata: MetadataDB, project_id: str, token: str) -> None:
 
 
 def set_initial_cursor(metadata: MetadataDB, project_id: str, cursor: datetime) -> bool:
-    return _update(metadata, project_id, Row.last_sync_at.is_(None), Row.pending_window_end.is_(None),
-                   last_sync_at=cursor)
+    return _update(
+        metadata, project_id, Row.last_sync_at.is_(None), Row.pending_window_end.is_(None), last_sync_at=cursor
+    )
 
 
 def fix_window(metadata: MetadataDB, project_id: str, window: ExportWindow) -> bool:
     """Record the window before any file is written: retries export exactly this window again."""
-    return _update(metadata, project_id, Row.last_sync_at == window.start, Row.pending_window_end.is_(None),
-                   pending_window_start=window.start, pending_window_end=window.end)
+    return _update(
+        metadata,
+        project_id,
+        Row.last_sync_at == window.start,
+        Row.pending_window_end.is_(None),
+        pending_window_start=window.start,
+        pending_window_end=window.end,
+    )
 
 
 def set_next_run(metadata: MetadataDB, project_id: str, cursor: datetime, next_run: datetime) -> None:
@@ -95,17 +120,35 @@ class JobFigures:
     files: int
 
 
-def advance_cursor(metadata: MetadataDB, project_id: str, token: str, window: ExportWindow, next_run: datetime,
-                   figures: JobFigures) -> bool:
+def advance_cursor(
+    metadata: MetadataDB, project_id: str, token: str, window: ExportWindow, next_run: datetime, figures: JobFigures
+) -> bool:
     """The commit point after the manifest: the window is done, the cursor moves to its end."""
     return _update(
-        metadata, project_id, Row.run_owner == token,
-        Row.pending_window_start == window.start, Row.pending_window_end == window.end,
-        last_sync_at=window.end, next_sync_at=next_run, pending_window_start=None, pending_window_end=None,
-        last_error=None, last_error_at=None, last_job_finished_at=figures.finished_at,
-        last_job_duration_ms=figures.duration_ms, last_job_rows=figures.rows, last_job_files=figures.files)
+        metadata,
+        project_id,
+        Row.run_owner == token,
+        Row.pending_window_start == window.start,
+        Row.pending_window_end == window.end,
+        last_sync_at=window.end,
+        next_sync_at=next_run,
+        pending_window_start=None,
+        pending_window_end=None,
+        last_error=None,
+        last_error_at=None,
+        last_job_finished_at=figures.finished_at,
+        last_job_duration_ms=figures.duration_ms,
+        last_job_rows=figures.rows,
+        last_job_files=figures.files,
+    )
 
 
 def record_failure(metadata: MetadataDB, project_id: str, error: str, now: datetime, duration_ms: int) -> None:
-    _update(metadata, project_id, last_error=error[:1000], last_error_at=now, last_job_finished_at=now,
-            last_job_duration_ms=duration_ms)
+    _update(
+        metadata,
+        project_id,
+        last_error=error[:1000],
+        last_error_at=now,
+        last_job_finished_at=now,
+        last_job_duration_ms=duration_ms,
+    )

@@ -43,23 +43,33 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.gaps or self.bad_files
-                    or any(t.missing or t.duplicated for t in self.tables.values()))
+        return not (self.gaps or self.bad_files or any(t.missing or t.duplicated for t in self.tables.values()))
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "projectId": self.project_id, "ok": self.ok, "windows": self.windows,
-            "covered": self.covered.as_json() if self.covered else None, "gaps": self.gaps,
+            "projectId": self.project_id,
+            "ok": self.ok,
+            "windows": self.windows,
+            "covered": self.covered.as_json() if self.covered else None,
+            "gaps": self.gaps,
             "badFiles": self.bad_files,
-            "tables": {name: {"exportedRows": t.exported_rows, "currentRows": t.current_rows,
-                              "missing": len(t.missing), "missingIds": t.missing[:MAX_LISTED],
-                              "duplicated": len(t.duplicated), "duplicatedIds": t.duplicated[:MAX_LISTED]}
-                       for name, t in self.tables.items()},
+            "tables": {
+                name: {
+                    "exportedRows": t.exported_rows,
+                    "currentRows": t.current_rows,
+                    "missing": len(t.missing),
+                    "missingIds": t.missing[:MAX_LISTED],
+                    "duplicated": len(t.duplicated),
+                    "duplicatedIds": t.duplicated[:MAX_LISTED],
+                }
+                for name, t in self.tables.items()
+            },
         }
 
 
-async def load_manifests(store: BlobStore, project_id: str, start: datetime | None,
-                         end: datetime | None) -> list[dict[str, Any]]:
+async def load_manifests(
+    store: BlobStore, project_id: str, start: datetime | None, end: datetime | None
+) -> list[dict[str, Any]]:
     found = []
     for info in await store.list(f"{project_id}/manifests/"):
         manifest = json.loads(await store.get(info.key))
@@ -74,8 +84,14 @@ def _window(manifest: dict[str, Any]) -> ExportWindow:
     return ExportWindow(datetime.fromisoformat(w["start"]), datetime.fromisoformat(w["end"]))
 
 
-async def verify_export(clickhouse: ClickHouse, store: BlobStore, project_id: str, *,
-                        start: datetime | None = None, end: datetime | None = None) -> VerifyReport:
+async def verify_export(
+    clickhouse: ClickHouse,
+    store: BlobStore,
+    project_id: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> VerifyReport:
     report = VerifyReport(project_id)
     found = await load_manifests(store, project_id, start, end)
     report.windows = len(found)
@@ -107,17 +123,20 @@ async def verify_export(clickhouse: ClickHouse, store: BlobStore, project_id: st
         current = await clickhouse.query(
             f"SELECT id, toUnixTimestamp64Milli(max(event_ts)) AS ts FROM {name} "
             "WHERE project_id = {p:String} GROUP BY id HAVING ts >= {a:Int64} AND ts < {b:Int64}",
-            {"p": project_id, "a": to_ms(covered.start), "b": to_ms(covered.end)}, workload=Workload.EXPORT)
+            {"p": project_id, "a": to_ms(covered.start), "b": to_ms(covered.end)},
+            workload=Workload.EXPORT,
+        )
         table.current_rows = len(current)
         exported = versions.get(name, {})
         table.missing = sorted(r["id"] for r in current if int(r["ts"]) not in exported.get(r["id"], ()))
     return report
 
 
-async def _read_versions(store: BlobStore, entry: dict[str, Any], manifest: dict[str, Any],
-                         report: VerifyReport) -> tuple[list[str], list[int]]:
+async def _read_versions(
+    store: BlobStore, entry: dict[str, Any], manifest: dict[str, Any], report: VerifyReport
+) -> tuple[list[str], list[int]]:
     prefix = store.config.key_prefix
-    key = entry["key"][len(prefix):] if entry["key"].startswith(prefix) else entry["key"]
+    key = entry["key"][len(prefix) :] if entry["key"].startswith(prefix) else entry["key"]
     try:
         data = await store.get(key)
     except Exception as exc:  # noqa: BLE001 - a missing or unreadable file is a finding, not a crash

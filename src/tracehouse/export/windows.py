@@ -77,8 +77,9 @@ class WindowPlan:
     next_run: datetime | None = None
 
 
-def plan_window(cursor: datetime, *, frequency: timedelta, catchup: timedelta, horizon: datetime,
-                lag: timedelta) -> WindowPlan:
+def plan_window(
+    cursor: datetime, *, frequency: timedelta, catchup: timedelta, horizon: datetime, lag: timedelta
+) -> WindowPlan:
     """The next window after `cursor`, given that rows before `horizon` are all visible.
 
     Only whole periods are exported in steady state, so an hourly integration writes one file set
@@ -92,8 +93,9 @@ def plan_window(cursor: datetime, *, frequency: timedelta, catchup: timedelta, h
     return WindowPlan(ExportWindow(cursor, cursor + chunk), behind)
 
 
-def skippable_until(cursor: datetime, *, first_row: datetime | None, horizon: datetime,
-                    chunk: timedelta) -> datetime | None:
+def skippable_until(
+    cursor: datetime, *, first_row: datetime | None, horizon: datetime, chunk: timedelta
+) -> datetime | None:
     """The end of the empty stretch starting at `cursor`, in whole chunks, or None if there is none.
 
     `first_row` is the earliest `event_ts` at or after the cursor in any exported table. A project

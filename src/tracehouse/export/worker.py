@@ -44,9 +44,16 @@ def export_schedule_cron(metadata: MetadataDB, enqueue: Enqueue, *, interval: ti
     def apply(session: Session, start: datetime, end: datetime, value: Any) -> None:
         pass  # enqueueing is the effect; the period's commit (cron_runs) is the record
 
-    return CronSpec(name=SCHEDULE_CRON, queue=SCHEDULE_QUEUE, period=interval,
-                    repeat={"every": int(interval.total_seconds() * 1000)}, compute=compute, apply=apply,
-                    stale_after=max(timedelta(minutes=2), 4 * interval), skip_missed=True)
+    return CronSpec(
+        name=SCHEDULE_CRON,
+        queue=SCHEDULE_QUEUE,
+        period=interval,
+        repeat={"every": int(interval.total_seconds() * 1000)},
+        compute=compute,
+        apply=apply,
+        stale_after=max(timedelta(minutes=2), 4 * interval),
+        skip_missed=True,
+    )
 
 
 def export_processor(job_runner: ExportJob) -> Any:

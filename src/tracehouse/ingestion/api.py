@@ -41,8 +41,9 @@ async def _read_json(request: Request) -> Any:
     """The parsed body, or the error response (413 too large, 400 not JSON) to send instead."""
     body = await request.body()
     if len(body) > MAX_BATCH_BYTES:
-        return _invalid(f"request body is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (4.5 MB). "
-                        "Send smaller batches.", 413)
+        return _invalid(
+            f"request body is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (4.5 MB). Send smaller batches.", 413
+        )
     try:
         return orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -55,9 +56,14 @@ def _oversized(events: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
         size = len(orjson.dumps(event))
         if size > MAX_EVENT_BYTES:
             event_id = event.get("id") if isinstance(event, dict) else None
-            errors.append({"id": event_id if isinstance(event_id, str) else "unknown", "status": 413,
-                           "message": "Event too large",
-                           "error": f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}"})
+            errors.append(
+                {
+                    "id": event_id if isinstance(event_id, str) else "unknown",
+                    "status": 413,
+                    "message": "Event too large",
+                    "error": f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}",
+                }
+            )
         else:
             kept.append(event)
     return kept, errors
@@ -71,14 +77,25 @@ async def _accept(request: Request, auth: ProjectAuth, events: list[Any]) -> Bat
         kept, too_large = events, []
     services = request.app.state.services
     try:
-        result = await accept_batch(kept, project_id=auth.project_id, blobs=services.blobs,
-                                    producer=request.app.state.producer, ingestion=_ingestion_meta(request, auth),
-                                    metrics=services.metrics)
+        result = await accept_batch(
+            kept,
+            project_id=auth.project_id,
+            blobs=services.blobs,
+            producer=request.app.state.producer,
+            ingestion=_ingestion_meta(request, auth),
+            metrics=services.metrics,
+        )
     except Exception as exc:  # noqa: BLE001 - storage or queue down: nothing was accepted, say so
-        get_logger("tracehouse.ingestion").error("ingestion_accept_failed", project_id=auth.project_id,
-                                                 error=one_line_reason(exc))
-        return JSONResponse({"message": "Ingestion is unavailable; nothing in this request was stored. Retry.",
-                             "error": one_line_reason(exc)}, status_code=503)
+        get_logger("tracehouse.ingestion").error(
+            "ingestion_accept_failed", project_id=auth.project_id, error=one_line_reason(exc)
+        )
+        return JSONResponse(
+            {
+                "message": "Ingestion is unavailable; nothing in this request was stored. Retry.",
+                "error": one_line_reason(exc),
+            },
+            status_code=503,
+        )
     result.errors.extend(too_large)
     return result
 
@@ -90,8 +107,9 @@ async def ingestion(request: Request, auth: ProjectAuth = Depends(require_projec
     if isinstance(payload, JSONResponse):
         return payload
     if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
-        return JSONResponse({"message": "Invalid request data", "errors": ["batch: expected an array of events"]},
-                            status_code=400)
+        return JSONResponse(
+            {"message": "Invalid request data", "errors": ["batch: expected an array of events"]}, status_code=400
+        )
     result = await _accept(request, auth, payload["batch"])
     if isinstance(result, JSONResponse):
         return result
@@ -117,9 +135,15 @@ async def otel_traces(request: Request, auth: ProjectAuth = Depends(require_proj
         return result
     if result.errors:
         # A span whose mapped event is invalid (e.g. bad level) is reported, the rest are stored.
-        return JSONResponse({"partialSuccess": {"rejectedSpans": len(result.errors),
-                                                "errorMessage": "; ".join(e["error"] for e in result.errors[:5])}},
-                            status_code=200)
+        return JSONResponse(
+            {
+                "partialSuccess": {
+                    "rejectedSpans": len(result.errors),
+                    "errorMessage": "; ".join(e["error"] for e in result.errors[:5]),
+                }
+            },
+            status_code=200,
+        )
     return JSONResponse({}, status_code=200)
 
 
@@ -128,8 +152,7 @@ def _score_event(body: Any) -> Any:
         return body  # rejected by validation with a clear message
     body = dict(body)
     body["id"] = body.get("id") or str(uuid.uuid4())
-    return {"id": str(uuid.uuid4()), "timestamp": datetime.now(UTC).isoformat(), "type": "score-create",
-            "body": body}
+    return {"id": str(uuid.uuid4()), "timestamp": datetime.now(UTC).isoformat(), "type": "score-create", "body": body}
 
 
 @router.post("/api/public/scores")
@@ -152,6 +175,8 @@ async def create_scores(request: Request, auth: ProjectAuth = Depends(require_pr
         return JSONResponse({"message": "Accepted"}, status_code=202)
     by_event = {e["id"]: e["body"].get("id") if isinstance(e, dict) else None for e in events if isinstance(e, dict)}
     accepted = [by_event.get(s["id"]) for s in result.successes]
-    rejected = [{"id": by_event.get(e["id"]), "status": e["status"], "message": e["message"], "error": e["error"]}
-                for e in result.errors]
+    rejected = [
+        {"id": by_event.get(e["id"]), "status": e["status"], "message": e["message"], "error": e["error"]}
+        for e in result.errors
+    ]
     return JSONResponse({"accepted": accepted, "rejected": len(rejected), "errors": rejected}, status_code=207)

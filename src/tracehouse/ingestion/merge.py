@@ -119,8 +119,9 @@ def _decimal(value: float) -> Decimal:
     return Decimal(str(max(-999_999.0, min(999_999.0, float(value))))).quantize(Decimal("0.000000000001"))
 
 
-def observation_row(project_id: str, entity_id: str, events: list[dict[str, Any]],
-                    created_at: datetime) -> dict[str, Any]:
+def observation_row(
+    project_id: str, entity_id: str, events: list[dict[str, Any]], created_at: datetime
+) -> dict[str, Any]:
     m = _fold(events, {"id", "traceId", "startTime", "environment"})
     start = _parse_time(m.get("startTime")) or _parse_time(m["_first_ts"])
     end = _parse_time(m.get("endTime"))
@@ -166,8 +167,9 @@ def observation_row(project_id: str, entity_id: str, events: list[dict[str, Any]
     }
 
 
-def score_row(project_id: str, entity_id: str, events: list[dict[str, Any]], created_at: datetime,
-              ingestion: dict[str, str]) -> dict[str, Any]:
+def score_row(
+    project_id: str, entity_id: str, events: list[dict[str, Any]], created_at: datetime, ingestion: dict[str, str]
+) -> dict[str, Any]:
     m = _fold(events, {"id", "traceId", "environment"})
     kind = m.get("dataType") or "NUMERIC"
     value, string_value, long_text, name = m.get("value"), None, "", m.get("name") or ""

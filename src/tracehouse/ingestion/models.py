@@ -32,10 +32,12 @@ OBSERVATION_TYPES = {
 }
 TRACE_EVENTS = {"trace-create"}
 SCORE_EVENTS = {"score-create"}
-OBSERVATION_EVENTS = (
-    {f"{kind}-create" for kind in OBSERVATION_TYPES}
-    | {"span-update", "generation-update", "observation-create", "observation-update"}
-)
+OBSERVATION_EVENTS = {f"{kind}-create" for kind in OBSERVATION_TYPES} | {
+    "span-update",
+    "generation-update",
+    "observation-create",
+    "observation-update",
+}
 KNOWN_EVENTS = TRACE_EVENTS | SCORE_EVENTS | OBSERVATION_EVENTS | {"sdk-log"}
 LEVELS = {"DEBUG", "DEFAULT", "WARNING", "ERROR"}
 
@@ -117,8 +119,11 @@ def normalize_legacy_usage(raw: Any) -> tuple[dict[str, int] | None, dict[str, f
 def normalize_cost_details(raw: Any) -> dict[str, float] | None:
     if not isinstance(raw, dict):
         return None
-    kept = {str(k): float(v) for k, v in raw.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 and v == v and v != float("inf")}
+    kept = {
+        str(k): float(v)
+        for k, v in raw.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 and v == v and v != float("inf")
+    }
     return kept or None
 
 
@@ -202,8 +207,7 @@ class ScoreBody(_Body):
     comment: str | None = None
     metadata: Any = None
     source: Literal["API", "EVAL", "ANNOTATION"] = "API"
-    data_type: Literal["NUMERIC", "CATEGORICAL", "BOOLEAN", "CORRECTION", "TEXT"] | None = Field(
-        None, alias="dataType")
+    data_type: Literal["NUMERIC", "CATEGORICAL", "BOOLEAN", "CORRECTION", "TEXT"] | None = Field(None, alias="dataType")
     config_id: str | None = Field(None, alias="configId")
     queue_id: str | None = Field(None, alias="queueId")
     execution_trace_id: str | None = Field(None, alias="executionTraceId")
@@ -291,8 +295,9 @@ def validate_event(raw: Any) -> dict[str, Any] | None:
     try:
         body = model.model_validate(envelope.body)
     except ValidationError as exc:
-        raise RejectedEvent(400, "Invalid request data", _explain(exc).replace("id: Field required",
-                                                                               "body.id: Field required")) from None
+        raise RejectedEvent(
+            400, "Invalid request data", _explain(exc).replace("id: Field required", "body.id: Field required")
+        ) from None
     # Only fields the client sent: an explicit null overwrites on merge, an absent field does not.
     normalized = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
     normalized["id"] = body.id  # a score's generated id must be stored with the event

@@ -21,17 +21,59 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-OBS_TYPES = {"span", "generation", "event", "embedding", "agent", "tool", "chain", "retriever", "guardrail",
-             "evaluator"}
-OPENINFERENCE = {"LLM": "generation", "CHAIN": "chain", "RETRIEVER": "retriever", "EMBEDDING": "embedding",
-                 "AGENT": "agent", "TOOL": "tool", "GUARDRAIL": "guardrail", "EVALUATOR": "evaluator"}
-GENAI_OPS = {"chat": "generation", "completion": "generation", "text_completion": "generation",
-             "generate_content": "generation", "generate": "generation", "embeddings": "embedding",
-             "invoke_agent": "agent", "create_agent": "agent", "execute_tool": "tool"}
-MODEL_KEYS = ("langfuse.observation.model.name", "gen_ai.response.model", "gen_ai.request.model",
-              "llm.response.model", "llm.model_name", "model")
-LEVEL_ALIASES = {"TRACE": "DEBUG", "VERBOSE": "DEBUG", "INFO": "DEFAULT", "LOG": "DEFAULT", "NOTICE": "DEFAULT",
-                 "OK": "DEFAULT", "SUCCESS": "DEFAULT", "WARN": "WARNING", "FATAL": "ERROR", "CRITICAL": "ERROR"}
+OBS_TYPES = {
+    "span",
+    "generation",
+    "event",
+    "embedding",
+    "agent",
+    "tool",
+    "chain",
+    "retriever",
+    "guardrail",
+    "evaluator",
+}
+OPENINFERENCE = {
+    "LLM": "generation",
+    "CHAIN": "chain",
+    "RETRIEVER": "retriever",
+    "EMBEDDING": "embedding",
+    "AGENT": "agent",
+    "TOOL": "tool",
+    "GUARDRAIL": "guardrail",
+    "EVALUATOR": "evaluator",
+}
+GENAI_OPS = {
+    "chat": "generation",
+    "completion": "generation",
+    "text_completion": "generation",
+    "generate_content": "generation",
+    "generate": "generation",
+    "embeddings": "embedding",
+    "invoke_agent": "agent",
+    "create_agent": "agent",
+    "execute_tool": "tool",
+}
+MODEL_KEYS = (
+    "langfuse.observation.model.name",
+    "gen_ai.response.model",
+    "gen_ai.request.model",
+    "llm.response.model",
+    "llm.model_name",
+    "model",
+)
+LEVEL_ALIASES = {
+    "TRACE": "DEBUG",
+    "VERBOSE": "DEBUG",
+    "INFO": "DEFAULT",
+    "LOG": "DEFAULT",
+    "NOTICE": "DEFAULT",
+    "OK": "DEFAULT",
+    "SUCCESS": "DEFAULT",
+    "WARN": "WARNING",
+    "FATAL": "ERROR",
+    "CRITICAL": "ERROR",
+}
 
 
 class OtelRejected(Exception):
@@ -96,7 +138,7 @@ def _attributes(items: list[dict[str, Any]] | None) -> dict[str, Any]:
 
 def _json_or_raw(value: Any) -> Any:
     """Decode a JSON-encoded attribute value; keep plain strings as they are."""
-    if isinstance(value, str) and value[:1] in ('"', "{", "[") :
+    if isinstance(value, str) and value[:1] in ('"', "{", "["):
         try:
             return json.loads(value)
         except ValueError:
@@ -112,7 +154,7 @@ def _first(attrs: dict[str, Any], *keys: str) -> Any:
 
 
 def _prefixed(attrs: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix):]: _json_or_raw(v) for k, v in attrs.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: _json_or_raw(v) for k, v in attrs.items() if k.startswith(prefix)}
 
 
 def _nanos_iso(value: Any) -> str | None:
@@ -192,9 +234,18 @@ def _tags(value: Any) -> list[str] | None:
     return [t.strip() for t in str(value).split(",") if t.strip()]
 
 
-TRACE_KEYS = ("langfuse.trace.name", "langfuse.user.id", "user.id", "langfuse.session.id", "session.id",
-              "langfuse.trace.tags", "langfuse.trace.public", "langfuse.trace.input", "langfuse.trace.output",
-              "langfuse.trace.metadata")
+TRACE_KEYS = (
+    "langfuse.trace.name",
+    "langfuse.user.id",
+    "user.id",
+    "langfuse.session.id",
+    "session.id",
+    "langfuse.trace.tags",
+    "langfuse.trace.public",
+    "langfuse.trace.input",
+    "langfuse.trace.output",
+    "langfuse.trace.metadata",
+)
 
 
 def _environment(attrs: dict[str, Any], resource: dict[str, Any]) -> str | None:
@@ -205,8 +256,9 @@ def _environment(attrs: dict[str, Any], resource: dict[str, Any]) -> str | None:
     return None
 
 
-def _span_events(span: dict[str, Any], resource: dict[str, Any], scope: dict[str, Any],
-                 from_protobuf: bool) -> list[dict[str, Any]]:
+def _span_events(
+    span: dict[str, Any], resource: dict[str, Any], scope: dict[str, Any], from_protobuf: bool
+) -> list[dict[str, Any]]:
     attrs = _attributes(span.get("attributes"))
     trace_id = _hex_id(span.get("traceId"), from_protobuf=from_protobuf)
     span_id = _hex_id(span.get("spanId"), from_protobuf=from_protobuf)
@@ -221,25 +273,37 @@ def _span_events(span: dict[str, Any], resource: dict[str, Any], scope: dict[str
     kind = _obs_type(attrs)
     status = span.get("status") or {}
     observation: dict[str, Any] = {
-        "id": span_id, "traceId": trace_id, "parentObservationId": parent_id, "name": span.get("name") or "",
-        "startTime": start, "endTime": end, "level": _level(attrs, status),
+        "id": span_id,
+        "traceId": trace_id,
+        "parentObservationId": parent_id,
+        "name": span.get("name") or "",
+        "startTime": start,
+        "endTime": end,
+        "level": _level(attrs, status),
         "statusMessage": _first(attrs, "langfuse.observation.status_message") or status.get("message"),
         "input": _json_or_raw(_first(attrs, "langfuse.observation.input", "input.value", "gen_ai.prompt")),
         "output": _json_or_raw(_first(attrs, "langfuse.observation.output", "output.value", "gen_ai.completion")),
-        "metadata": {**_metadata(attrs, "observation"),
-                     "resourceAttributes": resource, "scope": {"name": scope.get("name"),
-                                                               "version": scope.get("version")}},
-        "environment": environment, "version": version,
+        "metadata": {
+            **_metadata(attrs, "observation"),
+            "resourceAttributes": resource,
+            "scope": {"name": scope.get("name"), "version": scope.get("version")},
+        },
+        "environment": environment,
+        "version": version,
     }
     if kind not in ("span", "event"):
         params = _json_or_raw(attrs.get("langfuse.observation.model.parameters"))
         if not isinstance(params, dict):
             params = {k: v for k, v in _prefixed(attrs, "gen_ai.request.").items() if k != "model"} or None
-        observation.update({
-            "model": _first(attrs, *MODEL_KEYS), "modelParameters": params,
-            "usageDetails": _usage(attrs), "costDetails": _costs(attrs),
-            "completionStartTime": _json_or_raw(attrs.get("langfuse.observation.completion_start_time")),
-        })
+        observation.update(
+            {
+                "model": _first(attrs, *MODEL_KEYS),
+                "modelParameters": params,
+                "usageDetails": _usage(attrs),
+                "costDetails": _costs(attrs),
+                "completionStartTime": _json_or_raw(attrs.get("langfuse.observation.completion_start_time")),
+            }
+        )
         prompt_name = _first(attrs, "langfuse.observation.prompt.name", "langfuse.prompt.name")
         prompt_version = _first(attrs, "langfuse.observation.prompt.version", "langfuse.prompt.version")
         if kind == "generation" and prompt_name and prompt_version is not None:
@@ -250,13 +314,16 @@ def _span_events(span: dict[str, Any], resource: dict[str, Any], scope: dict[str
     is_root = not parent_id or str(attrs.get("langfuse.internal.as_root")).lower() == "true"
     if is_root or any(k in attrs for k in TRACE_KEYS) or any(k.startswith("langfuse.trace.metadata") for k in attrs):
         trace: dict[str, Any] = {
-            "id": trace_id, "timestamp": start,
+            "id": trace_id,
+            "timestamp": start,
             "name": _first(attrs, "langfuse.trace.name") or (span.get("name") if is_root else None),
             "userId": _first(attrs, "langfuse.user.id", "user.id"),
             "sessionId": _first(attrs, "langfuse.session.id", "session.id", "gen_ai.conversation.id"),
             "tags": _tags(_first(attrs, "langfuse.trace.tags", "langfuse.tags")),
             "metadata": _metadata(attrs, "trace") or None,
-            "environment": environment, "version": version, "release": release,
+            "environment": environment,
+            "version": version,
+            "release": release,
         }
         public = _first(attrs, "langfuse.trace.public", "langfuse.public")
         if public is not None:
@@ -268,8 +335,14 @@ def _span_events(span: dict[str, Any], resource: dict[str, Any], scope: dict[str
         if trace_output is None and is_root:
             trace_output = observation.get("output")
         trace.update({"input": trace_input, "output": trace_output})
-        events.append({"id": f"otel-{span_id}-trace", "timestamp": start, "type": "trace-create",
-                       "body": {k: v for k, v in trace.items() if v is not None}})
+        events.append(
+            {
+                "id": f"otel-{span_id}-trace",
+                "timestamp": start,
+                "type": "trace-create",
+                "body": {k: v for k, v in trace.items() if v is not None},
+            }
+        )
     return events
 
 
@@ -300,6 +373,12 @@ def spans_to_events(request: dict[str, Any], *, from_protobuf: bool) -> list[dic
     # Every trace gets a row even if this export holds only its child spans (a shallow trace event).
     for trace_id, start in seen_traces.items():
         if trace_id not in traces_with_body:
-            events.append({"id": f"otel-trace-{trace_id}-shallow", "timestamp": start, "type": "trace-create",
-                           "body": {"id": trace_id, "timestamp": start}})
+            events.append(
+                {
+                    "id": f"otel-trace-{trace_id}-shallow",
+                    "timestamp": start,
+                    "type": "trace-create",
+                    "body": {"id": trace_id, "timestamp": start},
+                }
+            )
     return events

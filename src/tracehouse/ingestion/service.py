@@ -70,8 +70,9 @@ async def accept_batch(
         try:
             event = validate_event(raw)
         except RejectedEvent as rejected:
-            errors.append({"id": event_id, "status": rejected.status, "message": rejected.message,
-                           "error": rejected.error})
+            errors.append(
+                {"id": event_id, "status": rejected.status, "message": rejected.message, "error": rejected.error}
+            )
             continue
         if event is None:  # sdk-log: logged, neither a success nor an error (as Langfuse)
             get_logger("tracehouse.ingestion").info("sdk_log", project_id=project_id, event_id=event_id)
@@ -87,10 +88,12 @@ async def accept_batch(
     key = _batch_key(project_id, now)
     document = {"projectId": project_id, "receivedAt": now.isoformat(), **ingestion, "events": accepted}
     await blobs.put(key, orjson.dumps(document))
-    await producer.add(INGESTION_QUEUE, "ingestion-job",
-                       {"projectId": project_id, "batchKey": key, "events": len(accepted),
-                        "receivedAt": now.timestamp()},
-                       jobId=key.replace("/", ":"))
+    await producer.add(
+        INGESTION_QUEUE,
+        "ingestion-job",
+        {"projectId": project_id, "batchKey": key, "events": len(accepted), "receivedAt": now.timestamp()},
+        jobId=key.replace("/", ":"),
+    )
     return BatchResult(successes, errors, key)
 
 
@@ -145,12 +148,19 @@ def _log_rows(project_id: str, batch_key: str, received_at: datetime, events: li
     rows = []
     for event in events:
         entity_id = event["body"]["id"]
-        rows.append({
-            "project_id": project_id, "entity": event["entity"], "entity_id": entity_id, "event_id": event["id"],
-            "event_type": event["type"], "event_time": datetime.fromisoformat(event["timestamp"]),
-            "body": orjson.dumps(event["body"]).decode(), "batch_key": batch_key,
-            "received_at": received_at,
-        })
+        rows.append(
+            {
+                "project_id": project_id,
+                "entity": event["entity"],
+                "entity_id": entity_id,
+                "event_id": event["id"],
+                "event_type": event["type"],
+                "event_time": datetime.fromisoformat(event["timestamp"]),
+                "body": orjson.dumps(event["body"]).decode(),
+                "batch_key": batch_key,
+                "received_at": received_at,
+            }
+        )
     return rows
 
 
@@ -196,7 +206,9 @@ class HistoryReader:
                     "FROM ingestion_event_log WHERE (project_id, entity, entity_id) IN "
                     "{keys:Array(Tuple(String, String, String))} "
                     "ORDER BY event_ts DESC LIMIT 1 BY project_id, entity, entity_id, event_id",
-                    {"keys": keys}, workload=Workload.INGESTION)
+                    {"keys": keys},
+                    workload=Workload.INGESTION,
+                )
             except Exception as exc:  # noqa: BLE001 - every waiting job gets the failure (and is retried)
                 for _, future in taken:
                     if not future.done():
@@ -213,8 +225,16 @@ class HistoryReader:
 class IngestionProcessor:
     """The `ingestion-queue` processor."""
 
-    def __init__(self, *, clickhouse: ClickHouse, blobs: BlobStore, writer: ClickHouseWriter, locks: EntityLocks,
-                 metadata: MetadataDB, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clickhouse: ClickHouse,
+        blobs: BlobStore,
+        writer: ClickHouseWriter,
+        locks: EntityLocks,
+        metadata: MetadataDB,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._ch = clickhouse
         self._blobs = blobs
         self._writer = writer
@@ -249,8 +269,9 @@ class IngestionProcessor:
             # released, so the next batch touching these entities sees this one's events.
             history = await self._history(project_id, entities)
             for event in events:
-                slot = history.setdefault((event["entity"], event["body"]["id"]),
-                                          {"events": [], "created_at": received_at})
+                slot = history.setdefault(
+                    (event["entity"], event["body"]["id"]), {"events": [], "created_at": received_at}
+                )
                 if all(known["id"] != event["id"] for known in slot["events"]):
                     slot["events"].append(event)
                 slot["created_at"] = min(slot["created_at"], received_at)
@@ -266,8 +287,14 @@ class IngestionProcessor:
         for row in rows:
             slot = found.setdefault((row["entity"], row["entity_id"]), {"events": [], "created_at": row["received_at"]})
             slot["created_at"] = min(slot["created_at"], row["received_at"])
-            slot["events"].append({"id": row["event_id"], "type": row["event_type"],
-                                   "timestamp": row["event_time"].isoformat(), "body": orjson.loads(row["body"])})
+            slot["events"].append(
+                {
+                    "id": row["event_id"],
+                    "type": row["event_type"],
+                    "timestamp": row["event_time"].isoformat(),
+                    "body": orjson.loads(row["body"]),
+                }
+            )
         return found
 
     @staticmethod
@@ -283,9 +310,21 @@ class IngestionProcessor:
                 rows["observations"].append(row)
                 if row["trace_id"] == implicit_trace_id(project_id, entity_id):
                     # An observation sent without a trace gets one, so reads can find it.
-                    rows["traces"].append(trace_row(project_id, row["trace_id"], [{
-                        "id": f"implicit-{entity_id}", "type": "trace-create", "timestamp": row["start_time"],
-                        "body": {"name": row["name"]}}], created))
+                    rows["traces"].append(
+                        trace_row(
+                            project_id,
+                            row["trace_id"],
+                            [
+                                {
+                                    "id": f"implicit-{entity_id}",
+                                    "type": "trace-create",
+                                    "timestamp": row["start_time"],
+                                    "body": {"name": row["name"]},
+                                }
+                            ],
+                            created,
+                        )
+                    )
             else:
                 rows["scores"].append(score_row(project_id, entity_id, slot["events"], created, ingestion))
         return {table: table_rows for table, table_rows in rows.items() if table_rows}
@@ -302,16 +341,30 @@ class IngestionProcessor:
         def record() -> None:
             with self._metadata.session() as session:
                 for entity, entity_id in entities:
-                    session.add(DeadLetter(project_id=project_id, table_name=TABLE_OF.get(entity, entity),
-                                           entity_id=entity_id, batch_key=batch_key, last_error=error,
-                                           attempts=attempts, first_failed_at=now, last_failed_at=now))
+                    session.add(
+                        DeadLetter(
+                            project_id=project_id,
+                            table_name=TABLE_OF.get(entity, entity),
+                            entity_id=entity_id,
+                            batch_key=batch_key,
+                            last_error=error,
+                            attempts=attempts,
+                            first_failed_at=now,
+                            last_failed_at=now,
+                        )
+                    )
 
         await asyncio.to_thread(record)
         if self._metrics:
             for entity, _ in entities:
                 self._metrics.ingestion_rows_dead_lettered.labels(TABLE_OF.get(entity, entity)).inc()
-        self._log.error("ingestion_dead_lettered", project_id=project_id, batch_key=batch_key,
-                        entities=len(entities), error=error[:500])
+        self._log.error(
+            "ingestion_dead_lettered",
+            project_id=project_id,
+            batch_key=batch_key,
+            entities=len(entities),
+            error=error[:500],
+        )
 
 
 def list_dead_letters(metadata: MetadataDB, *, include_replayed: bool = False) -> list[DeadLetter]:
@@ -329,14 +382,20 @@ async def replay_dead_letters(metadata: MetadataDB, producer: QueueProducer, ids
     letters = [d for d in await asyncio.to_thread(list_dead_letters, metadata) if ids is None or d.id in ids]
     batches = {(d.project_id, d.batch_key) for d in letters}
     for project_id, batch_key in sorted(batches):
-        await producer.add(INGESTION_QUEUE, "ingestion-job", {"projectId": project_id, "batchKey": batch_key,
-                                                               "replay": True},
-                           jobId=f"replay:{uuid.uuid4().hex}")
+        await producer.add(
+            INGESTION_QUEUE,
+            "ingestion-job",
+            {"projectId": project_id, "batchKey": batch_key, "replay": True},
+            jobId=f"replay:{uuid.uuid4().hex}",
+        )
 
     def mark() -> None:
         with metadata.session() as session:
-            session.execute(update(DeadLetter).where(DeadLetter.id.in_([d.id for d in letters]))
-                            .values(replayed_at=datetime.now(UTC)))
+            session.execute(
+                update(DeadLetter)
+                .where(DeadLetter.id.in_([d.id for d in letters]))
+                .values(replayed_at=datetime.now(UTC))
+            )
 
     await asyncio.to_thread(mark)
     return len(batches)

@@ -29,41 +29,109 @@ INT_MAP = pa.map_(pa.string(), pa.uint64())
 DEC_MAP = pa.map_(pa.string(), pa.decimal128(18, 12))
 
 SCHEMAS: dict[str, pa.Schema] = {
-    "traces": pa.schema([
-        ("id", pa.string()), ("project_id", pa.string()), ("timestamp", TS), ("name", pa.string()),
-        ("user_id", pa.string()), ("session_id", pa.string()), ("release", pa.string()),
-        ("version", pa.string()), ("environment", pa.string()), ("metadata", STR_MAP),
-        ("tags", pa.list_(pa.string())), ("public", pa.bool_()), ("bookmarked", pa.bool_()),
-        ("input", pa.string()), ("output", pa.string()), ("created_at", TS), ("updated_at", TS),
-        ("event_ts", TS), ("is_deleted", pa.uint8()),
-    ]),
-    "observations": pa.schema([
-        ("id", pa.string()), ("trace_id", pa.string()), ("project_id", pa.string()), ("type", pa.string()),
-        ("parent_observation_id", pa.string()), ("start_time", TS), ("end_time", TS), ("name", pa.string()),
-        ("metadata", STR_MAP), ("level", pa.string()), ("status_message", pa.string()),
-        ("version", pa.string()), ("environment", pa.string()), ("input", pa.string()), ("output", pa.string()),
-        ("provided_model_name", pa.string()), ("model_parameters", pa.string()),
-        ("provided_usage_details", INT_MAP), ("usage_details", INT_MAP),
-        ("provided_cost_details", DEC_MAP), ("cost_details", DEC_MAP), ("total_cost", pa.decimal128(18, 12)),
-        ("completion_start_time", TS), ("prompt_name", pa.string()), ("prompt_version", pa.uint16()),
-        ("created_at", TS), ("updated_at", TS), ("event_ts", TS), ("is_deleted", pa.uint8()),
-    ]),
-    "scores": pa.schema([
-        ("id", pa.string()), ("project_id", pa.string()), ("timestamp", TS), ("environment", pa.string()),
-        ("trace_id", pa.string()), ("observation_id", pa.string()), ("session_id", pa.string()),
-        ("dataset_run_id", pa.string()), ("name", pa.string()), ("value", pa.float64()), ("source", pa.string()),
-        ("comment", pa.string()), ("metadata", STR_MAP), ("config_id", pa.string()), ("queue_id", pa.string()),
-        ("execution_trace_id", pa.string()), ("data_type", pa.string()), ("string_value", pa.string()),
-        ("long_string_value", pa.string()), ("created_at", TS), ("updated_at", TS), ("event_ts", TS),
-        ("is_deleted", pa.uint8()), ("ingestion_api_key", pa.string()), ("ingestion_sdk_name", pa.string()),
-        ("ingestion_sdk_version", pa.string()),
-    ]),
-    "ingestion_event_log": pa.schema([
-        ("project_id", pa.string()), ("entity", pa.string()), ("entity_id", pa.string()), ("event_id", pa.string()),
-        ("event_type", pa.string()), ("event_time", TS), ("body", pa.string()), ("batch_key", pa.string()),
-        ("received_at", TS), ("event_ts", TS),
-    ]),
+    "traces": pa.schema(
+        [
+            ("id", pa.string()),
+            ("project_id", pa.string()),
+            ("timestamp", TS),
+            ("name", pa.string()),
+            ("user_id", pa.string()),
+            ("session_id", pa.string()),
+            ("release", pa.string()),
+            ("version", pa.string()),
+            ("environment", pa.string()),
+            ("metadata", STR_MAP),
+            ("tags", pa.list_(pa.string())),
+            ("public", pa.bool_()),
+            ("bookmarked", pa.bool_()),
+            ("input", pa.string()),
+            ("output", pa.string()),
+            ("created_at", TS),
+            ("updated_at", TS),
+            ("event_ts", TS),
+            ("is_deleted", pa.uint8()),
+        ]
+    ),
+    "observations": pa.schema(
+        [
+            ("id", pa.string()),
+            ("trace_id", pa.string()),
+            ("project_id", pa.string()),
+            ("type", pa.string()),
+            ("parent_observation_id", pa.string()),
+            ("start_time", TS),
+            ("end_time", TS),
+            ("name", pa.string()),
+            ("metadata", STR_MAP),
+            ("level", pa.string()),
+            ("status_message", pa.string()),
+            ("version", pa.string()),
+            ("environment", pa.string()),
+            ("input", pa.string()),
+            ("output", pa.string()),
+            ("provided_model_name", pa.string()),
+            ("model_parameters", pa.string()),
+            ("provided_usage_details", INT_MAP),
+            ("usage_details", INT_MAP),
+            ("provided_cost_details", DEC_MAP),
+            ("cost_details", DEC_MAP),
+            ("total_cost", pa.decimal128(18, 12)),
+            ("completion_start_time", TS),
+            ("prompt_name", pa.string()),
+            ("prompt_version", pa.uint16()),
+            ("created_at", TS),
+            ("updated_at", TS),
+            ("event_ts", TS),
+            ("is_deleted", pa.uint8()),
+        ]
+    ),
+    "scores": pa.schema(
+        [
+            ("id", pa.string()),
+            ("project_id", pa.string()),
+            ("timestamp", TS),
+            ("environment", pa.string()),
+            ("trace_id", pa.string()),
+            ("observation_id", pa.string()),
+            ("session_id", pa.string()),
+            ("dataset_run_id", pa.string()),
+            ("name", pa.string()),
+            ("value", pa.float64()),
+            ("source", pa.string()),
+            ("comment", pa.string()),
+            ("metadata", STR_MAP),
+            ("config_id", pa.string()),
+            ("queue_id", pa.string()),
+            ("execution_trace_id", pa.string()),
+            ("data_type", pa.string()),
+            ("string_value", pa.string()),
+            ("long_string_value", pa.string()),
+            ("created_at", TS),
+            ("updated_at", TS),
+            ("event_ts", TS),
+            ("is_deleted", pa.uint8()),
+            ("ingestion_api_key", pa.string()),
+            ("ingestion_sdk_name", pa.string()),
+            ("ingestion_sdk_version", pa.string()),
+        ]
+    ),
+    "ingestion_event_log": pa.schema(
+        [
+            ("project_id", pa.string()),
+            ("entity", pa.string()),
+            ("entity_id", pa.string()),
+            ("event_id", pa.string()),
+            ("event_type", pa.string()),
+            ("event_time", TS),
+            ("body", pa.string()),
+            ("batch_key", pa.string()),
+            ("received_at", TS),
+            ("event_ts", TS),
+        ]
+    ),
 }
+
+
 # Each table's sorting key, as (SQL expression, ClickHouse type, how to compute it from a row). Verification
 # looks rows up by their full key, so it reads a few granules instead of scanning a project.
 def _day(value: Any) -> str:
@@ -71,18 +139,29 @@ def _day(value: Any) -> str:
 
 
 SORT_KEYS: dict[str, list[tuple[str, str, Any]]] = {
-    "traces": [("project_id", "String", lambda r: r["project_id"]),
-               ("toDate(timestamp)", "Date", lambda r: _day(r["timestamp"])), ("id", "String", lambda r: r["id"])],
-    "observations": [("project_id", "String", lambda r: r["project_id"]), ("type", "String", lambda r: r["type"]),
-                     ("toDate(start_time)", "Date", lambda r: _day(r["start_time"])),
-                     ("id", "String", lambda r: r["id"])],
-    "scores": [("project_id", "String", lambda r: r["project_id"]),
-               ("toDate(timestamp)", "Date", lambda r: _day(r["timestamp"])), ("name", "String", lambda r: r["name"]),
-               ("id", "String", lambda r: r["id"])],
-    "ingestion_event_log": [("project_id", "String", lambda r: r["project_id"]),
-                            ("entity", "String", lambda r: r["entity"]),
-                            ("entity_id", "String", lambda r: r["entity_id"]),
-                            ("event_id", "String", lambda r: r["event_id"])],
+    "traces": [
+        ("project_id", "String", lambda r: r["project_id"]),
+        ("toDate(timestamp)", "Date", lambda r: _day(r["timestamp"])),
+        ("id", "String", lambda r: r["id"]),
+    ],
+    "observations": [
+        ("project_id", "String", lambda r: r["project_id"]),
+        ("type", "String", lambda r: r["type"]),
+        ("toDate(start_time)", "Date", lambda r: _day(r["start_time"])),
+        ("id", "String", lambda r: r["id"]),
+    ],
+    "scores": [
+        ("project_id", "String", lambda r: r["project_id"]),
+        ("toDate(timestamp)", "Date", lambda r: _day(r["timestamp"])),
+        ("name", "String", lambda r: r["name"]),
+        ("id", "String", lambda r: r["id"]),
+    ],
+    "ingestion_event_log": [
+        ("project_id", "String", lambda r: r["project_id"]),
+        ("entity", "String", lambda r: r["entity"]),
+        ("entity_id", "String", lambda r: r["entity_id"]),
+        ("event_id", "String", lambda r: r["event_id"]),
+    ],
 }
 
 
@@ -205,16 +284,18 @@ class ClickHouseWriter:
                 if _maybe_committed(exc) and await self._present(table, rows, stamp_ms):
                     self._record(table, len(rows), time.perf_counter() - started)
                     return
-                self._log.warning("clickhouse_write_retry", table=table, rows=len(rows), attempt=attempt,
-                                  error=str(exc)[:500])
+                self._log.warning(
+                    "clickhouse_write_retry", table=table, rows=len(rows), attempt=attempt, error=str(exc)[:500]
+                )
                 await asyncio.sleep(self._retry_delay_s * (2 ** (attempt - 1)))
                 continue
             if await self._present(table, rows, stamp_ms):
                 self._record(table, len(rows), time.perf_counter() - started)
                 return
             last_error = WriteFailed(f"{table}: inserted rows not found on verification")
-        raise WriteFailed(f"{table}: {len(rows)} rows not written after {self._max_attempts} attempts: "
-                          f"{str(last_error)[:500]}")
+        raise WriteFailed(
+            f"{table}: {len(rows)} rows not written after {self._max_attempts} attempts: {str(last_error)[:500]}"
+        )
 
     async def _present(self, table: str, rows: list[dict[str, Any]], stamp_ms: int) -> bool:
         key = SORT_KEYS[table]

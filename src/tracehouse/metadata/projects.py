@@ -234,9 +234,7 @@ def create_api_key(
     Raises ValueError for an unknown project, a malformed key, or a public key already in use.
     """
     with _scope(db) as session:
-        return _insert_api_key(
-            session, project_id, salt=salt, public_key=public_key, secret_key=secret_key, note=note
-        )
+        return _insert_api_key(session, project_id, salt=salt, public_key=public_key, secret_key=secret_key, note=note)
 
 
 def list_api_keys(db: DB, project_id: str | None = None) -> list[KeyInfo]:
@@ -312,9 +310,7 @@ def ensure_init_project(
             created = True
         existing = session.scalar(sa.select(ApiKey).where(ApiKey.public_key == public_key))
         if existing is None:
-            _insert_api_key(
-                session, project_id, salt=salt, public_key=public_key, secret_key=secret_key, note="init"
-            )
+            _insert_api_key(session, project_id, salt=salt, public_key=public_key, secret_key=secret_key, note="init")
             created = True
         else:
             if existing.project_id != project_id:

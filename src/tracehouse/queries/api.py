@@ -30,8 +30,18 @@ from tracehouse.timefmt import ch_time
 from tracehouse.web.auth import ProjectAuth, require_project
 
 router = APIRouter(tags=["read"])
-OBSERVATION_TYPES = {"GENERATION", "SPAN", "EVENT", "AGENT", "TOOL", "CHAIN", "RETRIEVER", "EVALUATOR",
-                     "EMBEDDING", "GUARDRAIL"}
+OBSERVATION_TYPES = {
+    "GENERATION",
+    "SPAN",
+    "EVENT",
+    "AGENT",
+    "TOOL",
+    "CHAIN",
+    "RETRIEVER",
+    "EVALUATOR",
+    "EMBEDDING",
+    "GUARDRAIL",
+}
 LEVELS = {"DEBUG", "DEFAULT", "WARNING", "ERROR"}
 
 
@@ -42,17 +52,29 @@ def _service(request: Request) -> ReadService:
 def query_error(exc: ClickHouseError) -> JSONResponse:
     """The interactive class's limits answer as clear JSON errors, never a 500 traceback."""
     if exc.kind is ClickHouseErrorKind.TIMEOUT:
-        return JSONResponse({"error": "QueryTimeout", "message": "The query took longer than the interactive "
-                             "timeout; narrow the time range or filters."}, status_code=504)
+        return JSONResponse(
+            {
+                "error": "QueryTimeout",
+                "message": "The query took longer than the interactive timeout; narrow the time range or filters.",
+            },
+            status_code=504,
+        )
     if exc.kind in (ClickHouseErrorKind.MEMORY_LIMIT, ClickHouseErrorKind.OVERCOMMIT):
-        return JSONResponse({"error": "QueryTooLarge", "message": "The query needed more memory than the "
-                             "interactive limit allows; narrow the time range or filters."}, status_code=503)
+        return JSONResponse(
+            {
+                "error": "QueryTooLarge",
+                "message": "The query needed more memory than the "
+                "interactive limit allows; narrow the time range or filters.",
+            },
+            status_code=503,
+        )
     return JSONResponse({"error": "QueryFailed", "message": str(exc).splitlines()[0][:300]}, status_code=500)
 
 
 def bad_request(exc: BadParameter) -> JSONResponse:
-    return JSONResponse({"message": "Invalid request data", "error": str(exc), "parameter": exc.parameter},
-                        status_code=400)
+    return JSONResponse(
+        {"message": "Invalid request data", "error": str(exc), "parameter": exc.parameter}, status_code=400
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -71,8 +93,9 @@ def not_found(what: str) -> JSONResponse:
     return JSONResponse({"error": "LangfuseNotFoundError", "message": f"{what} not found"}, status_code=404)
 
 
-def _time_range(where: Filter, column: str, start: datetime | None, end: datetime | None,
-                names: tuple[str, str]) -> None:
+def _time_range(
+    where: Filter, column: str, start: datetime | None, end: datetime | None, names: tuple[str, str]
+) -> None:
     for value, name in ((start, names[0]), (end, names[1])):
         if value is not None and value.tzinfo is None:
             raise BadParameter(name, "must include a time zone offset (Z or +hh:mm)")
@@ -85,13 +108,25 @@ def _time_range(where: Filter, column: str, start: datetime | None, end: datetim
         where.add(f"{column} < {{to_ts:DateTime64(3)}}", to_ts=ch_time(end))
 
 
-def _trace_filter(user_id: str | None, name: str | None, session_id: str | None, version: str | None,
-                  release: str | None, tags: list[str] | None, environment: list[str] | None,
-                  from_ts: datetime | None, to_ts: datetime | None) -> Filter:
+def _trace_filter(
+    user_id: str | None,
+    name: str | None,
+    session_id: str | None,
+    version: str | None,
+    release: str | None,
+    tags: list[str] | None,
+    environment: list[str] | None,
+    from_ts: datetime | None,
+    to_ts: datetime | None,
+) -> Filter:
     where = Filter()
-    for column, value, key in (("user_id", user_id, "user_id"), ("name", name, "name"),
-                               ("session_id", session_id, "session_id"), ("version", version, "version"),
-                               ("release", release, "release")):
+    for column, value, key in (
+        ("user_id", user_id, "user_id"),
+        ("name", name, "name"),
+        ("session_id", session_id, "session_id"),
+        ("version", version, "version"),
+        ("release", release, "release"),
+    ):
         if value is not None:
             where.add(f"{column} = {{{key}:String}}", **{key: value})
     if tags_list := split_list(tags):
@@ -107,8 +142,9 @@ def _order(order_by: str | None) -> str:
         return "timestamp DESC, id"
     column, _, direction = order_by.partition(".")
     if column not in TRACE_ORDER_COLUMNS or direction.lower() not in ("asc", "desc"):
-        raise BadParameter("orderBy", f"expected <column>.<asc|desc> with column one of "
-                           f"{', '.join(TRACE_ORDER_COLUMNS)}")
+        raise BadParameter(
+            "orderBy", f"expected <column>.<asc|desc> with column one of {', '.join(TRACE_ORDER_COLUMNS)}"
+        )
     return f"{TRACE_ORDER_COLUMNS[column]} {direction.upper()}, id"
 
 
@@ -131,11 +167,9 @@ async def list_traces(
     fields: str | None = None,
 ) -> JSONResponse:
     paging(page, limit)
-    where = _trace_filter(user_id, name, session_id, version, release, tags, environment, from_timestamp,
-                          to_timestamp)
+    where = _trace_filter(user_id, name, session_id, version, release, tags, environment, from_timestamp, to_timestamp)
     wanted = (set(split_list([fields])) & TRACE_FIELDS) | {"core"} if fields else set(TRACE_FIELDS)
-    data, total = await _service(request).list_traces(auth.project_id, where, _order(order_by), page, limit,
-                                                      wanted)
+    data, total = await _service(request).list_traces(auth.project_id, where, _order(order_by), page, limit, wanted)
     return JSONResponse({"data": data, "meta": meta(page, limit, total)})
 
 
@@ -158,8 +192,9 @@ async def delete_trace(trace_id: str, request: Request, auth: ProjectAuth = Depe
 
 
 @router.delete("/api/public/traces")
-async def delete_traces(body: DeleteTraces, request: Request,
-                        auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
+async def delete_traces(
+    body: DeleteTraces, request: Request, auth: ProjectAuth = Depends(require_project)
+) -> JSONResponse:
     await _service(request).delete_traces(auth.project_id, body.traceIds)
     return JSONResponse({"message": "Traces deleted successfully"})
 
@@ -187,37 +222,52 @@ async def list_observations(
         raise BadParameter("type", f"expected one of {', '.join(sorted(OBSERVATION_TYPES))}")
     if level is not None and level not in LEVELS:
         raise BadParameter("level", f"expected one of {', '.join(sorted(LEVELS))}")
-    for column, value, key in (("name", name, "name"), ("type", type, "type"), ("trace_id", trace_id, "trace"),
-                               ("level", level, "level"), ("version", version, "version"),
-                               ("parent_observation_id", parent_observation_id, "parent"),
-                               ("t.user_id", user_id, "user")):
+    for column, value, key in (
+        ("name", name, "name"),
+        ("type", type, "type"),
+        ("trace_id", trace_id, "trace"),
+        ("level", level, "level"),
+        ("version", version, "version"),
+        ("parent_observation_id", parent_observation_id, "parent"),
+        ("t.user_id", user_id, "user"),
+    ):
         if value is not None:
             where.add(f"{column} = {{{key}:String}}", **{key: value})
     if envs := split_list(environment):
         where.add("environment IN {envs:Array(String)}", envs=envs)
     _time_range(where, "start_time", from_start_time, to_start_time, ("fromStartTime", "toStartTime"))
-    data, total = await _service(request).list_observations(auth.project_id, where, page, limit,
-                                                            join_traces=user_id is not None, trace_id=trace_id)
+    data, total = await _service(request).list_observations(
+        auth.project_id, where, page, limit, join_traces=user_id is not None, trace_id=trace_id
+    )
     return JSONResponse({"data": data, "meta": meta(page, limit, total)})
 
 
 @router.get("/api/public/observations/{observation_id}")
-async def get_observation(observation_id: str, request: Request,
-                          auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
+async def get_observation(
+    observation_id: str, request: Request, auth: ProjectAuth = Depends(require_project)
+) -> JSONResponse:
     observation = await _service(request).get_observation(auth.project_id, observation_id)
     return JSONResponse(observation) if observation else not_found(f"Observation {observation_id}")
 
 
-async def _scores(request: Request, auth: ProjectAuth, params: dict[str, Any], *, with_trace: bool,
-                  trace_only: bool) -> JSONResponse:
+async def _scores(
+    request: Request, auth: ProjectAuth, params: dict[str, Any], *, with_trace: bool, trace_only: bool
+) -> JSONResponse:
     page, limit = params.pop("page"), params.pop("limit")
     paging(page, limit)
     where = Filter()
     if trace_only:
         where.add("trace_id IS NOT NULL")
-    for column, key in (("name", "name"), ("source", "source"), ("data_type", "dataType"),
-                        ("trace_id", "traceId"), ("session_id", "sessionId"), ("config_id", "configId"),
-                        ("queue_id", "queueId"), ("dataset_run_id", "datasetRunId")):
+    for column, key in (
+        ("name", "name"),
+        ("source", "source"),
+        ("data_type", "dataType"),
+        ("trace_id", "traceId"),
+        ("session_id", "sessionId"),
+        ("config_id", "configId"),
+        ("queue_id", "queueId"),
+        ("dataset_run_id", "datasetRunId"),
+    ):
         if params.get(key) is not None:
             where.add(f"{column} = {{{key}:String}}", **{key: params[key]})
     if ids := split_list([params["scoreIds"]] if params.get("scoreIds") else None):
@@ -228,10 +278,12 @@ async def _scores(request: Request, auth: ProjectAuth, params: dict[str, Any], *
         where.add("environment IN {envs:Array(String)}", envs=envs)
     if params.get("userId") is not None:
         where.add("t.t_user_id = {user:String}", user=params["userId"])
-    _time_range(where, "timestamp", params.get("fromTimestamp"), params.get("toTimestamp"),
-                ("fromTimestamp", "toTimestamp"))
-    data, total = await _service(request).list_scores(auth.project_id, where, page, limit,
-                                                      with_trace=with_trace or params.get("userId") is not None)
+    _time_range(
+        where, "timestamp", params.get("fromTimestamp"), params.get("toTimestamp"), ("fromTimestamp", "toTimestamp")
+    )
+    data, total = await _service(request).list_scores(
+        auth.project_id, where, page, limit, with_trace=with_trace or params.get("userId") is not None
+    )
     return JSONResponse({"data": data, "meta": meta(page, limit, total)})
 
 
@@ -253,21 +305,37 @@ def _score_params(
     from_timestamp: datetime | None = Query(None, alias="fromTimestamp"),
     to_timestamp: datetime | None = Query(None, alias="toTimestamp"),
 ) -> dict[str, Any]:
-    return {"page": page, "limit": limit, "name": name, "source": source, "dataType": data_type,
-            "traceId": trace_id, "sessionId": session_id, "observationId": observation_id, "configId": config_id,
-            "queueId": queue_id, "datasetRunId": dataset_run_id, "scoreIds": score_ids, "userId": user_id,
-            "environment": environment, "fromTimestamp": from_timestamp, "toTimestamp": to_timestamp}
+    return {
+        "page": page,
+        "limit": limit,
+        "name": name,
+        "source": source,
+        "dataType": data_type,
+        "traceId": trace_id,
+        "sessionId": session_id,
+        "observationId": observation_id,
+        "configId": config_id,
+        "queueId": queue_id,
+        "datasetRunId": dataset_run_id,
+        "scoreIds": score_ids,
+        "userId": user_id,
+        "environment": environment,
+        "fromTimestamp": from_timestamp,
+        "toTimestamp": to_timestamp,
+    }
 
 
 @router.get("/api/public/scores")
-async def list_scores_v1(request: Request, auth: ProjectAuth = Depends(require_project),
-                         params: dict[str, Any] = Depends(_score_params)) -> JSONResponse:
+async def list_scores_v1(
+    request: Request, auth: ProjectAuth = Depends(require_project), params: dict[str, Any] = Depends(_score_params)
+) -> JSONResponse:
     return await _scores(request, auth, params, with_trace=False, trace_only=True)
 
 
 @router.get("/api/public/v2/scores")
-async def list_scores_v2(request: Request, auth: ProjectAuth = Depends(require_project),
-                         params: dict[str, Any] = Depends(_score_params)) -> JSONResponse:
+async def list_scores_v2(
+    request: Request, auth: ProjectAuth = Depends(require_project), params: dict[str, Any] = Depends(_score_params)
+) -> JSONResponse:
     return await _scores(request, auth, params, with_trace=True, trace_only=False)
 
 
@@ -284,8 +352,7 @@ async def list_sessions(
     paging(page, limit)
     where = Filter()
     _time_range(where, "created_at", from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp"))
-    data, total = await _service(request).list_sessions(auth.project_id, where, page, limit,
-                                                        split_list(environment))
+    data, total = await _service(request).list_sessions(auth.project_id, where, page, limit, split_list(environment))
     return JSONResponse({"data": data, "meta": meta(page, limit, total)})
 
 
@@ -301,9 +368,19 @@ async def projects(request: Request, auth: ProjectAuth = Depends(require_project
     project = await asyncio.to_thread(get_project, request.app.state.services.metadata, auth.project_id)
     if project is None:
         return not_found(f"Project {auth.project_id}")
-    return JSONResponse({"data": [{"id": project.id, "name": project.name, "metadata": {},
-                                   "organization": {"id": "default", "name": "default"},
-                                   "retentionDays": project.retention_days}]})
+    return JSONResponse(
+        {
+            "data": [
+                {
+                    "id": project.id,
+                    "name": project.name,
+                    "metadata": {},
+                    "organization": {"id": "default", "name": "default"},
+                    "retentionDays": project.retention_days,
+                }
+            ]
+        }
+    )
 
 
 @router.get("/api/public/v2/observations")
@@ -326,15 +403,20 @@ async def list_observations_v2(
 ) -> JSONResponse:
     if not 1 <= limit <= 1000:
         raise BadParameter("limit", "must be between 1 and 1000")
-    groups = ({"core", *split_list([fields])} if fields else {"core", "basic"})
+    groups = {"core", *split_list([fields])} if fields else {"core", "basic"}
     if unknown := groups - OBSERVATION_GROUPS:
         raise BadParameter("fields", f"unknown group(s) {', '.join(sorted(unknown))}")
     where = Filter()
     if type is not None and type not in OBSERVATION_TYPES:
         raise BadParameter("type", f"expected one of {', '.join(sorted(OBSERVATION_TYPES))}")
-    for column, value, key in (("name", name, "name"), ("type", type, "type"), ("trace_id", trace_id, "trace"),
-                               ("level", level, "level"), ("version", version, "version"),
-                               ("parent_observation_id", parent_observation_id, "parent")):
+    for column, value, key in (
+        ("name", name, "name"),
+        ("type", type, "type"),
+        ("trace_id", trace_id, "trace"),
+        ("level", level, "level"),
+        ("version", version, "version"),
+        ("parent_observation_id", parent_observation_id, "parent"),
+    ):
         if value is not None:
             where.add(f"{column} = {{{key}:String}}", **{key: value})
     if is_root_observation is not None:
@@ -342,8 +424,9 @@ async def list_observations_v2(
     if envs := split_list(environment):
         where.add("environment IN {envs:Array(String)}", envs=envs)
     _time_range(where, "start_time", from_start_time, to_start_time, ("fromStartTime", "toStartTime"))
-    rows, next_cursor = await cursor_page(_service(request), "observations", "start_time", auth.project_id,
-                                          where, limit, cursor)
+    rows, next_cursor = await cursor_page(
+        _service(request), "observations", "start_time", auth.project_id, where, limit, cursor
+    )
     body: dict[str, Any] = {"data": [observation_v2_view(r, groups) for r in rows], "meta": {}}
     if next_cursor:
         body["meta"]["cursor"] = next_cursor
@@ -370,15 +453,22 @@ async def list_scores_v3(
     if not 1 <= limit <= 1000:
         raise BadParameter("limit", "must be between 1 and 1000")
     where = Filter()
-    for column, value, key in (("id", id, "id"), ("name", name, "name"), ("source", source, "source"),
-                               ("data_type", data_type, "kind"), ("environment", environment, "env"),
-                               ("trace_id", trace_id, "trace"), ("session_id", session_id, "session"),
-                               ("observation_id", observation_id, "obs")):
+    for column, value, key in (
+        ("id", id, "id"),
+        ("name", name, "name"),
+        ("source", source, "source"),
+        ("data_type", data_type, "kind"),
+        ("environment", environment, "env"),
+        ("trace_id", trace_id, "trace"),
+        ("session_id", session_id, "session"),
+        ("observation_id", observation_id, "obs"),
+    ):
         if values := split_list([value] if value else None):
             where.add(f"{column} IN {{{key}:Array(String)}}", **{key: values})
     _time_range(where, "timestamp", from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp"))
-    rows, next_cursor = await cursor_page(_service(request), "scores", "timestamp", auth.project_id, where,
-                                          limit, cursor)
+    rows, next_cursor = await cursor_page(
+        _service(request), "scores", "timestamp", auth.project_id, where, limit, cursor
+    )
     meta_body: dict[str, Any] = {"limit": limit}
     if next_cursor:
         meta_body["cursor"] = next_cursor

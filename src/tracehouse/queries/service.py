@@ -20,9 +20,17 @@ from typing import Any
 from tracehouse.clickhouse import ClickHouse, Workload
 from tracehouse.timefmt import api_time, ch_time
 
-TRACE_ORDER_COLUMNS = {"id": "id", "timestamp": "timestamp", "name": "name", "userId": "user_id",
-                       "release": "release", "version": "version", "public": "public", "bookmarked": "bookmarked",
-                       "sessionId": "session_id"}
+TRACE_ORDER_COLUMNS = {
+    "id": "id",
+    "timestamp": "timestamp",
+    "name": "name",
+    "userId": "user_id",
+    "release": "release",
+    "version": "version",
+    "public": "public",
+    "bookmarked": "bookmarked",
+    "sessionId": "session_id",
+}
 TRACE_FIELDS = {"core", "io", "scores", "observations", "metrics"}
 PAGE = "LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
 
@@ -89,22 +97,31 @@ class ReadService:
     async def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         # Versions of a row never cross partitions (traces, observations and scores are partitioned by
         # their immutable time column), so FINAL may merge each partition on its own, in parallel.
-        return await self._ch.query(sql, params, workload=Workload.INTERACTIVE,
-                                    settings={"do_not_merge_across_partitions_select_final": 1})
+        return await self._ch.query(
+            sql, params, workload=Workload.INTERACTIVE, settings={"do_not_merge_across_partitions_select_final": 1}
+        )
 
     # --- traces ----------------------------------------------------------------------------
-    async def list_traces(self, project_id: str, where: Filter, order: str, page: int, limit: int,
-                          fields: set[str]) -> tuple[list[dict[str, Any]], int]:
+    async def list_traces(
+        self, project_id: str, where: Filter, order: str, page: int, limit: int, fields: set[str]
+    ) -> tuple[list[dict[str, Any]], int]:
         params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
         base = f"FROM traces FINAL WHERE project_id = {{p:String}} AND {where.sql}"
         # Two steps: pick the page's ids reading only the columns the filter and order need, then fetch
         # those rows in full by id (input/output are most of the bytes and only 50 rows need them).
         page_ids, counted = await asyncio.gather(
             self.query(f"SELECT id {base} ORDER BY {order} {PAGE}", params),
-            self.query(f"SELECT count() AS n {base}", params))
+            self.query(f"SELECT count() AS n {base}", params),
+        )
         ids = [r["id"] for r in page_ids]
-        fetched = {r["id"]: r for r in await self.latest("traces", "id IN {ids:Array(String)}",
-                                                         {"p": project_id, "ids": ids})} if ids else {}
+        fetched = (
+            {
+                r["id"]: r
+                for r in await self.latest("traces", "id IN {ids:Array(String)}", {"p": project_id, "ids": ids})
+            }
+            if ids
+            else {}
+        )
         rows = [fetched[i] for i in ids if i in fetched]
         total = counted[0]["n"]
         details = await self._trace_details(project_id, [r["id"] for r in rows], fields)
@@ -136,14 +153,20 @@ class ReadService:
             for row in await self.query(
                 "SELECT trace_id, groupArray(id) AS ids, min(start_time) AS first, "
                 "max(greatest(start_time, coalesce(end_time, start_time))) AS last, sum(total_cost) AS cost "
-                f"FROM ({_newest('observations', 'trace_id IN {ids:Array(String)}')}) GROUP BY trace_id", params):
+                f"FROM ({_newest('observations', 'trace_id IN {ids:Array(String)}')}) GROUP BY trace_id",
+                params,
+            ):
                 details[row["trace_id"]].update(
-                    observations=row["ids"], latency=(row["last"] - row["first"]).total_seconds(),
-                    totalCost=_number(row["cost"]) or 0.0)
+                    observations=row["ids"],
+                    latency=(row["last"] - row["first"]).total_seconds(),
+                    totalCost=_number(row["cost"]) or 0.0,
+                )
         if "scores" in fields:
             for row in await self.query(
                 f"SELECT trace_id, groupArray(id) AS ids FROM ({_newest('scores', 'trace_id IN {ids:Array(String)}')}) "
-                "GROUP BY trace_id", params):
+                "GROUP BY trace_id",
+                params,
+            ):
                 details[row["trace_id"]]["scores"] = row["ids"]
         return details
 
@@ -152,13 +175,24 @@ class ReadService:
         io = "io" in fields
         metrics = "metrics" in fields
         return {
-            "id": row["id"], "externalId": None, "timestamp": api_time(row["timestamp"]), "name": row["name"] or None,
-            "userId": row["user_id"], "release": row["release"], "version": row["version"],
-            "projectId": row["project_id"], "environment": row["environment"], "public": bool(row["public"]),
-            "bookmarked": bool(row["bookmarked"]), "tags": list(row["tags"]), "sessionId": row["session_id"],
+            "id": row["id"],
+            "externalId": None,
+            "timestamp": api_time(row["timestamp"]),
+            "name": row["name"] or None,
+            "userId": row["user_id"],
+            "release": row["release"],
+            "version": row["version"],
+            "projectId": row["project_id"],
+            "environment": row["environment"],
+            "public": bool(row["public"]),
+            "bookmarked": bool(row["bookmarked"]),
+            "tags": list(row["tags"]),
+            "sessionId": row["session_id"],
             "metadata": {k: parse_json(v) for k, v in row["metadata"]} if io else None,
-            "input": parse_json(row["input"]) if io else None, "output": parse_json(row["output"]) if io else None,
-            "createdAt": api_time(row["created_at"]), "updatedAt": api_time(row["updated_at"]),
+            "input": parse_json(row["input"]) if io else None,
+            "output": parse_json(row["output"]) if io else None,
+            "createdAt": api_time(row["created_at"]),
+            "updatedAt": api_time(row["updated_at"]),
             "observations": details.get("observations", []) if "observations" in fields else [],
             "scores": details.get("scores", []) if "scores" in fields else [],
             "latency": details.get("latency", 0.0) if metrics else -1,
@@ -167,8 +201,9 @@ class ReadService:
         }
 
     # --- observations ---------------------------------------------------------------------
-    async def list_observations(self, project_id: str, where: Filter, page: int, limit: int,
-                                join_traces: bool, trace_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    async def list_observations(
+        self, project_id: str, where: Filter, page: int, limit: int, join_traces: bool, trace_id: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
         source = "observations FINAL"
         if trace_id is not None:
@@ -177,11 +212,12 @@ class ReadService:
             params["only_trace"] = trace_id
             source = f"({_newest('observations', 'trace_id = {only_trace:String}')}) AS observations"
         if join_traces:  # userId lives on the trace
-            source += (" INNER JOIN (SELECT id AS t_id, user_id FROM traces FINAL "
-                       "WHERE project_id = {p:String}) AS t ON t.t_id = observations.trace_id")
+            source += (
+                " INNER JOIN (SELECT id AS t_id, user_id FROM traces FINAL "
+                "WHERE project_id = {p:String}) AS t ON t.t_id = observations.trace_id"
+            )
         base = f"FROM {source} WHERE project_id = {{p:String}} AND {where.sql}"
-        rows = await self.query(
-            f"SELECT observations.* {base} ORDER BY start_time DESC, id {PAGE}", params)
+        rows = await self.query(f"SELECT observations.* {base} ORDER BY start_time DESC, id {PAGE}", params)
         total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
         return [observation_view(r) for r in rows], int(total)
 
@@ -190,71 +226,98 @@ class ReadService:
         return observation_view(rows[0]) if rows else None
 
     # --- scores -----------------------------------------------------------------------------
-    async def list_scores(self, project_id: str, where: Filter, page: int, limit: int,
-                          with_trace: bool) -> tuple[list[dict[str, Any]], int]:
+    async def list_scores(
+        self, project_id: str, where: Filter, page: int, limit: int, with_trace: bool
+    ) -> tuple[list[dict[str, Any]], int]:
         params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
         source = "scores FINAL"
         extra = ""
         if with_trace:
-            source = ("scores FINAL LEFT JOIN (SELECT id AS t_id, user_id AS t_user_id, tags AS t_tags, "
-                      "environment AS t_environment, session_id AS t_session_id FROM traces FINAL "
-                      "WHERE project_id = {p:String}) AS t ON t.t_id = scores.trace_id")
+            source = (
+                "scores FINAL LEFT JOIN (SELECT id AS t_id, user_id AS t_user_id, tags AS t_tags, "
+                "environment AS t_environment, session_id AS t_session_id FROM traces FINAL "
+                "WHERE project_id = {p:String}) AS t ON t.t_id = scores.trace_id"
+            )
             extra = ", t.t_user_id, t.t_tags, t.t_environment, t.t_session_id, t.t_id"
         # CORRECTION scores are not listed (as Langfuse).
         base = f"FROM {source} WHERE project_id = {{p:String}} AND data_type != 'CORRECTION' AND {where.sql}"
-        rows = await self.query(
-            f"SELECT scores.*{extra} {base} ORDER BY timestamp DESC, id {PAGE}", params)
+        rows = await self.query(f"SELECT scores.*{extra} {base} ORDER BY timestamp DESC, id {PAGE}", params)
         total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
         views = []
         for row in rows:
             view = score_view(row)
             if with_trace:
-                view["trace"] = ({"userId": row["t_user_id"], "tags": list(row["t_tags"] or []),
-                                  "environment": row["t_environment"], "sessionId": row["t_session_id"]}
-                                 if row.get("t_id") else None)
+                view["trace"] = (
+                    {
+                        "userId": row["t_user_id"],
+                        "tags": list(row["t_tags"] or []),
+                        "environment": row["t_environment"],
+                        "sessionId": row["t_session_id"],
+                    }
+                    if row.get("t_id")
+                    else None
+                )
             views.append(view)
         return views, int(total)
 
     # --- sessions ---------------------------------------------------------------------------
-    async def list_sessions(self, project_id: str, where: Filter, page: int, limit: int,
-                            environments: list[str]) -> tuple[list[dict[str, Any]], int]:
+    async def list_sessions(
+        self, project_id: str, where: Filter, page: int, limit: int, environments: list[str]
+    ) -> tuple[list[dict[str, Any]], int]:
         """Sessions are derived from traces; an environment filter keeps sessions with traces in it."""
-        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit,
-                  "envs": environments}
+        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit, "envs": environments}
         env_clause = "AND environment IN {envs:Array(String)}" if environments else ""
-        grouped = ("SELECT session_id AS id, min(timestamp) AS created_at, any(environment) AS session_env "
-                   f"FROM traces FINAL WHERE project_id = {{p:String}} AND session_id IS NOT NULL {env_clause} "
-                   "GROUP BY session_id")
+        grouped = (
+            "SELECT session_id AS id, min(timestamp) AS created_at, any(environment) AS session_env "
+            f"FROM traces FINAL WHERE project_id = {{p:String}} AND session_id IS NOT NULL {env_clause} "
+            "GROUP BY session_id"
+        )
         base = f"FROM ({grouped}) WHERE {where.sql}"
-        rows = await self.query(
-            f"SELECT * {base} ORDER BY created_at DESC, id {PAGE}", params)
+        rows = await self.query(f"SELECT * {base} ORDER BY created_at DESC, id {PAGE}", params)
         total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
-        return [{"id": r["id"], "createdAt": api_time(r["created_at"]), "projectId": project_id,
-                 "environment": r["session_env"]} for r in rows], int(total)
+        return [
+            {
+                "id": r["id"],
+                "createdAt": api_time(r["created_at"]),
+                "projectId": project_id,
+                "environment": r["session_env"],
+            }
+            for r in rows
+        ], int(total)
 
     async def get_session(self, project_id: str, session_id: str) -> dict[str, Any] | None:
         rows = await self.query(
             "SELECT * FROM traces FINAL WHERE project_id = {p:String} AND session_id = {s:String} ORDER BY timestamp",
-            {"p": project_id, "s": session_id})
+            {"p": project_id, "s": session_id},
+        )
         if not rows:
             return None
         details = await self._trace_details(project_id, [r["id"] for r in rows], TRACE_FIELDS)
-        return {"id": session_id, "createdAt": api_time(rows[0]["timestamp"]), "projectId": project_id,
-                "environment": rows[0]["environment"],
-                "traces": [self.trace_view(r, details.get(r["id"], {}), TRACE_FIELDS) for r in rows]}
+        return {
+            "id": session_id,
+            "createdAt": api_time(rows[0]["timestamp"]),
+            "projectId": project_id,
+            "environment": rows[0]["environment"],
+            "traces": [self.trace_view(r, details.get(r["id"], {}), TRACE_FIELDS) for r in rows],
+        }
 
     # --- deletes ----------------------------------------------------------------------------
     async def delete_traces(self, project_id: str, trace_ids: list[str]) -> int:
         """Tombstone the traces and their observations and scores; returns traces found."""
         params = {"p": project_id, "ids": trace_ids}
-        found = (await self.query(
-            "SELECT count() AS n FROM traces FINAL WHERE project_id = {p:String} AND id IN {ids:Array(String)}",
-            params))[0]["n"]
+        found = (
+            await self.query(
+                "SELECT count() AS n FROM traces FINAL WHERE project_id = {p:String} AND id IN {ids:Array(String)}",
+                params,
+            )
+        )[0]["n"]
         for table, column in (("observations", "trace_id"), ("scores", "trace_id"), ("traces", "id")):
             await self._ch.command(
                 f"INSERT INTO {table} SELECT * REPLACE (1 AS is_deleted, now64(3) AS event_ts, now64(3) AS updated_at) "
                 f"FROM {table} FINAL WHERE project_id = {{p:String}} AND {column} IN {{ids:Array(String)}}",
-                params, workload=Workload.INTERACTIVE)
+                params,
+                workload=Workload.INTERACTIVE,
+            )
         return int(found)
 
 
@@ -271,8 +334,10 @@ def _metrics(observations: list[dict[str, Any]]) -> dict[str, Any]:
         return {"latency": 0.0, "totalCost": 0.0}
     first = min(o["start_time"] for o in observations)
     last = max(max(o["start_time"], o["end_time"] or o["start_time"]) for o in observations)
-    return {"latency": (last - first).total_seconds(),
-            "totalCost": sum(_number(o["total_cost"]) or 0.0 for o in observations)}
+    return {
+        "latency": (last - first).total_seconds(),
+        "totalCost": sum(_number(o["total_cost"]) or 0.0 for o in observations),
+    }
 
 
 def _sum_keys(details: dict[str, Any], needle: str) -> float:
@@ -284,23 +349,47 @@ def observation_view(row: dict[str, Any]) -> dict[str, Any]:
     costs = {k: float(v) for k, v in row["cost_details"]}
     start, end, first_token = row["start_time"], row["end_time"], row["completion_start_time"]
     return {
-        "id": row["id"], "projectId": row["project_id"], "traceId": row["trace_id"],
-        "parentObservationId": row["parent_observation_id"], "name": row["name"] or None, "type": row["type"],
-        "environment": row["environment"], "startTime": api_time(start), "endTime": api_time(end),
+        "id": row["id"],
+        "projectId": row["project_id"],
+        "traceId": row["trace_id"],
+        "parentObservationId": row["parent_observation_id"],
+        "name": row["name"] or None,
+        "type": row["type"],
+        "environment": row["environment"],
+        "startTime": api_time(start),
+        "endTime": api_time(end),
         "version": row["version"],
-        "createdAt": api_time(row["created_at"]), "updatedAt": api_time(row["updated_at"]),
-        "input": parse_json(row["input"]), "output": parse_json(row["output"]),
-        "metadata": {k: parse_json(v) for k, v in row["metadata"]}, "level": row["level"],
-        "statusMessage": row["status_message"], "model": row["provided_model_name"],
+        "createdAt": api_time(row["created_at"]),
+        "updatedAt": api_time(row["updated_at"]),
+        "input": parse_json(row["input"]),
+        "output": parse_json(row["output"]),
+        "metadata": {k: parse_json(v) for k, v in row["metadata"]},
+        "level": row["level"],
+        "statusMessage": row["status_message"],
+        "model": row["provided_model_name"],
         "modelParameters": parse_json(row["model_parameters"]) or {},
-        "completionStartTime": api_time(first_token), "promptId": row["prompt_id"], "promptName": row["prompt_name"],
-        "promptVersion": row["prompt_version"], "usageDetails": usage, "costDetails": costs,
-        "usage": {"unit": "TOKENS", "input": int(_sum_keys(usage, "input")), "output": int(_sum_keys(usage, "output")),
-                  "total": usage.get("total", 0)},
-        "unit": "TOKENS", "promptTokens": int(_sum_keys(usage, "input")),
-        "completionTokens": int(_sum_keys(usage, "output")), "totalTokens": usage.get("total", 0),
-        "usagePricingTierName": row["usage_pricing_tier_name"], "usagePricingTierId": row["usage_pricing_tier_id"],
-        "modelId": row["internal_model_id"], "inputPrice": None, "outputPrice": None, "totalPrice": None,
+        "completionStartTime": api_time(first_token),
+        "promptId": row["prompt_id"],
+        "promptName": row["prompt_name"],
+        "promptVersion": row["prompt_version"],
+        "usageDetails": usage,
+        "costDetails": costs,
+        "usage": {
+            "unit": "TOKENS",
+            "input": int(_sum_keys(usage, "input")),
+            "output": int(_sum_keys(usage, "output")),
+            "total": usage.get("total", 0),
+        },
+        "unit": "TOKENS",
+        "promptTokens": int(_sum_keys(usage, "input")),
+        "completionTokens": int(_sum_keys(usage, "output")),
+        "totalTokens": usage.get("total", 0),
+        "usagePricingTierName": row["usage_pricing_tier_name"],
+        "usagePricingTierId": row["usage_pricing_tier_id"],
+        "modelId": row["internal_model_id"],
+        "inputPrice": None,
+        "outputPrice": None,
+        "totalPrice": None,
         "calculatedInputCost": _sum_keys(costs, "input") if any("input" in k for k in costs) else None,
         "calculatedOutputCost": _sum_keys(costs, "output") if any("output" in k for k in costs) else None,
         "calculatedTotalCost": _number(row["total_cost"]) or costs.get("total", 0.0),
@@ -311,14 +400,27 @@ def observation_view(row: dict[str, Any]) -> dict[str, Any]:
 
 def score_view(row: dict[str, Any]) -> dict[str, Any]:
     view = {
-        "id": row["id"], "projectId": row["project_id"], "environment": row["environment"], "name": row["name"],
-        "value": row["value"], "source": row["source"], "authorUserId": row["author_user_id"],
-        "comment": row["comment"], "metadata": {k: parse_json(v) for k, v in row["metadata"]},
-        "configId": row["config_id"], "queueId": row["queue_id"], "executionTraceId": row["execution_trace_id"],
-        "createdAt": api_time(row["created_at"]), "updatedAt": api_time(row["updated_at"]),
+        "id": row["id"],
+        "projectId": row["project_id"],
+        "environment": row["environment"],
+        "name": row["name"],
+        "value": row["value"],
+        "source": row["source"],
+        "authorUserId": row["author_user_id"],
+        "comment": row["comment"],
+        "metadata": {k: parse_json(v) for k, v in row["metadata"]},
+        "configId": row["config_id"],
+        "queueId": row["queue_id"],
+        "executionTraceId": row["execution_trace_id"],
+        "createdAt": api_time(row["created_at"]),
+        "updatedAt": api_time(row["updated_at"]),
         "timestamp": api_time(row["timestamp"]),
-        "traceId": row["trace_id"], "observationId": row["observation_id"], "sessionId": row["session_id"],
-        "datasetRunId": row["dataset_run_id"], "dataType": row["data_type"], "stringValue": row["string_value"],
+        "traceId": row["trace_id"],
+        "observationId": row["observation_id"],
+        "sessionId": row["session_id"],
+        "datasetRunId": row["dataset_run_id"],
+        "dataType": row["data_type"],
+        "stringValue": row["string_value"],
     }
     if row["data_type"] == "TEXT":
         view.pop("value")
@@ -339,31 +441,42 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         raise BadParameter("cursor", "not a cursor returned by this API") from None
 
 
-OBSERVATION_GROUPS = {"core", "basic", "time", "io", "metadata", "model", "usage", "prompt", "metrics",
-                      "trace_context"}
+OBSERVATION_GROUPS = {"core", "basic", "time", "io", "metadata", "model", "usage", "prompt", "metrics", "trace_context"}
 
 
 def observation_v2_view(row: dict[str, Any], groups: set[str]) -> dict[str, Any]:
     full = observation_view(row)
-    view: dict[str, Any] = {k: full[k] for k in ("id", "traceId", "startTime", "endTime", "projectId",
-                                                  "parentObservationId", "type")}
+    view: dict[str, Any] = {
+        k: full[k] for k in ("id", "traceId", "startTime", "endTime", "projectId", "parentObservationId", "type")
+    }
     if "basic" in groups:
-        view.update(name=full["name"], level=full["level"], statusMessage=full["statusMessage"],
-                    version=full["version"], environment=full["environment"],
-                    isRootObservation=row["parent_observation_id"] is None)
+        view.update(
+            name=full["name"],
+            level=full["level"],
+            statusMessage=full["statusMessage"],
+            version=full["version"],
+            environment=full["environment"],
+            isRootObservation=row["parent_observation_id"] is None,
+        )
     if "time" in groups:
-        view.update(completionStartTime=full["completionStartTime"], createdAt=full["createdAt"],
-                    updatedAt=full["updatedAt"])
+        view.update(
+            completionStartTime=full["completionStartTime"], createdAt=full["createdAt"], updatedAt=full["updatedAt"]
+        )
     if "io" in groups:
         view.update(input=row["input"], output=row["output"])  # raw strings, as parseIoAsJson=false
     if "metadata" in groups:
         view["metadata"] = full["metadata"]
     if "model" in groups:
-        view.update(model=full["model"], internalModelId=row["internal_model_id"],
-                    modelParameters=full["modelParameters"])
+        view.update(
+            model=full["model"], internalModelId=row["internal_model_id"], modelParameters=full["modelParameters"]
+        )
     if "usage" in groups:
-        view.update(usageDetails=full["usageDetails"], costDetails=full["costDetails"],
-                    totalCost=full["calculatedTotalCost"], usagePricingTierName=full["usagePricingTierName"])
+        view.update(
+            usageDetails=full["usageDetails"],
+            costDetails=full["costDetails"],
+            totalCost=full["calculatedTotalCost"],
+            usagePricingTierName=full["usagePricingTierName"],
+        )
     if "prompt" in groups:
         view.update(promptId=full["promptId"], promptName=full["promptName"], promptVersion=full["promptVersion"])
     if "metrics" in groups:
@@ -389,17 +502,28 @@ def score_v3_view(row: dict[str, Any]) -> dict[str, Any]:
     else:
         subject = None
     return {
-        "id": row["id"], "projectId": row["project_id"], "name": row["name"], "source": row["source"],
-        "timestamp": api_time(row["timestamp"]), "environment": row["environment"],
+        "id": row["id"],
+        "projectId": row["project_id"],
+        "name": row["name"],
+        "source": row["source"],
+        "timestamp": api_time(row["timestamp"]),
+        "environment": row["environment"],
         "createdAt": api_time(row["created_at"]),
-        "updatedAt": api_time(row["updated_at"]), "comment": row["comment"], "configId": row["config_id"],
-        "metadata": {k: parse_json(v) for k, v in row["metadata"]}, "authorUserId": row["author_user_id"],
-        "queueId": row["queue_id"], "dataType": kind, "value": value, "subject": subject,
+        "updatedAt": api_time(row["updated_at"]),
+        "comment": row["comment"],
+        "configId": row["config_id"],
+        "metadata": {k: parse_json(v) for k, v in row["metadata"]},
+        "authorUserId": row["author_user_id"],
+        "queueId": row["queue_id"],
+        "dataType": kind,
+        "value": value,
+        "subject": subject,
     }
 
 
-async def cursor_page(service: ReadService, table: str, time_column: str, project_id: str, where: Filter,
-                      limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+async def cursor_page(
+    service: ReadService, table: str, time_column: str, project_id: str, where: Filter, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
     """Keyset pagination newest first: fetch limit+1 to know whether a next page exists."""
     params = {"p": project_id, **where.params, "limit": limit + 1}
     clauses = [where.sql]
@@ -409,6 +533,8 @@ async def cursor_page(service: ReadService, table: str, time_column: str, projec
         params.update(c_t=moment, c_id=last_id)
     rows = await service.query(
         f"SELECT * FROM {table} FINAL WHERE project_id = {{p:String}} AND {' AND '.join(clauses)} "
-        f"ORDER BY {time_column} DESC, id DESC LIMIT {{limit:UInt32}}", params)
+        f"ORDER BY {time_column} DESC, id DESC LIMIT {{limit:UInt32}}",
+        params,
+    )
     next_cursor = encode_cursor(rows[limit - 1][time_column], rows[limit - 1]["id"]) if len(rows) > limit else None
     return rows[:limit], next_cursor

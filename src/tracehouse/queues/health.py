@@ -39,8 +39,13 @@ async def _counts(client: aioredis.Redis, prefix: str, queue: str) -> dict[str, 
     pipe.zcard(f"{base}:completed")
     pipe.zcard(f"{base}:failed")
     wait, prioritized, active, delayed, completed, failed = await pipe.execute()
-    return {"waiting": int(wait) + int(prioritized), "active": int(active), "delayed": int(delayed),
-            "completed": int(completed), "failed": int(failed)}
+    return {
+        "waiting": int(wait) + int(prioritized),
+        "active": int(active),
+        "delayed": int(delayed),
+        "completed": int(completed),
+        "failed": int(failed),
+    }
 
 
 async def _oldest_waiting_ms(client: aioredis.Redis, prefix: str, queue: str) -> int | None:
@@ -67,8 +72,13 @@ async def check_queues(
     try:
         await asyncio.wait_for(client.ping(), timeout=2)
     except Exception as exc:  # noqa: BLE001 - unreachable for any reason is unhealthy
-        down = {"healthy": False, "redis": False, "queue": False, "worker": bool(worker_running),
-                "details": {"redis_status": "unreachable", "error": one_line_reason(exc)}}
+        down = {
+            "healthy": False,
+            "redis": False,
+            "queue": False,
+            "worker": bool(worker_running),
+            "details": {"redis_status": "unreachable", "error": one_line_reason(exc)},
+        }
         return QueueHealth(False, down)
 
     counts = dict(zip(queues, await asyncio.gather(*(_counts(client, prefix, q) for q in queues)), strict=True))
@@ -85,8 +95,11 @@ async def check_queues(
         since = max(last_move, oldest or now_ms)
         idle_s = (now_ms - since) / 1000
         if idle_s > stuck_after_s:
-            stuck[queue] = {"waiting": counts[queue]["waiting"], "idle_seconds": round(idle_s, 1),
-                            "last_activity_ms": last_move or None}
+            stuck[queue] = {
+                "waiting": counts[queue]["waiting"],
+                "idle_seconds": round(idle_s, 1),
+                "last_activity_ms": last_move or None,
+            }
     if metrics:
         for queue, by_state in counts.items():
             for state, value in by_state.items():

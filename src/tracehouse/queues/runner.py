@@ -66,9 +66,10 @@ def instrument(
                 await activity.touch(queue, "failed")
             stored = _bounded_error(exc)
             # The traceback is logged bounded too: a processor's error can carry megabytes.
-            trace = "".join(traceback.format_exception(exc))[-MAX_ERROR_CHARS * 2:]
-            log.warning("job_failed", queue=queue, job_id=job.id, attempt=job.attemptsMade + 1, error=stored,
-                        traceback=trace)
+            trace = "".join(traceback.format_exception(exc))[-MAX_ERROR_CHARS * 2 :]
+            log.warning(
+                "job_failed", queue=queue, job_id=job.id, attempt=job.attemptsMade + 1, error=stored, traceback=trace
+            )
             if isinstance(exc, UnrecoverableError):
                 raise UnrecoverableError(stored) from None
             raise JobFailed(stored) from None
@@ -122,13 +123,15 @@ class QueueRunner:
     def running(self) -> bool:
         """All workers started and still consuming (none crashed or closing)."""
         return self._started and all(
-            w.running and not w.closing and not run.done() for w, run in zip(self.workers.values(), self._runs,
-                                                                             strict=True))
+            w.running and not w.closing and not run.done()
+            for w, run in zip(self.workers.values(), self._runs, strict=True)
+        )
 
     async def start(self) -> None:
         for spec in self._specs:
-            processor = instrument(spec.name, self._processors[spec.name], metrics=self._metrics,
-                                   activity=self._activity, log=self._log)
+            processor = instrument(
+                spec.name, self._processors[spec.name], metrics=self._metrics, activity=self._activity, log=self._log
+            )
             worker = Worker(
                 spec.name,
                 processor,
@@ -143,8 +146,10 @@ class QueueRunner:
                     "autorun": False,
                 },
             )
-            worker.on("error", lambda err, name=spec.name: self._log.error("queue_worker_error", queue=name,
-                                                                            error=str(err)[:500]))
+            worker.on(
+                "error",
+                lambda err, name=spec.name: self._log.error("queue_worker_error", queue=name, error=str(err)[:500]),
+            )
             await worker.blockingRedisConnection.getRedisVersion()
             self.workers[spec.name] = worker
             self._runs.append(asyncio.ensure_future(worker.run()))
@@ -165,10 +170,14 @@ class QueueRunner:
         done, pending = await asyncio.wait(closing, timeout=timeout_s)
         clean = not pending
         if pending:
-            self._log.warning("worker_shutdown_timeout", timeout_s=timeout_s,
-                              queues=[n for n, w in self.workers.items() if not w.closed])
-            await asyncio.gather(*(w.close(force=True) for w in self.workers.values() if not w.closed),
-                                 return_exceptions=True)
+            self._log.warning(
+                "worker_shutdown_timeout",
+                timeout_s=timeout_s,
+                queues=[n for n, w in self.workers.items() if not w.closed],
+            )
+            await asyncio.gather(
+                *(w.close(force=True) for w in self.workers.values() if not w.closed), return_exceptions=True
+            )
             await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*self._runs, return_exceptions=True)
         for hook in self.after_close:

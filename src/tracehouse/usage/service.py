@@ -43,7 +43,8 @@ class HourUsage:
 async def count_created(clickhouse: ClickHouse, start: datetime, end: datetime) -> dict[str, dict[str, int]]:
     """project -> {kind: count} for rows created in [start, end)."""
     rows = await clickhouse.query(
-        _COUNT_SQL, {"start": ch_time(start), "end": ch_time(end)},
+        _COUNT_SQL,
+        {"start": ch_time(start), "end": ch_time(end)},
         # Background bookkeeping: the ingestion class, never the interactive one users wait on.
         workload=Workload.INGESTION,
     )
@@ -59,8 +60,9 @@ def store_hour(session: Session, start: datetime, _end: datetime, counts: dict[s
         session.add(UsageHourly(project_id=project_id, hour=start, **by_kind))
 
 
-def usage_cron(clickhouse: ClickHouse, *, period: timedelta = timedelta(hours=1),
-               repeat: dict | None = None) -> CronSpec:
+def usage_cron(
+    clickhouse: ClickHouse, *, period: timedelta = timedelta(hours=1), repeat: dict | None = None
+) -> CronSpec:
     async def compute(start: datetime, end: datetime) -> dict[str, dict[str, int]]:
         return await count_created(clickhouse, start, end)
 
@@ -76,13 +78,16 @@ def usage_cron(clickhouse: ClickHouse, *, period: timedelta = timedelta(hours=1)
     )
 
 
-def usage_for_project(metadata: MetadataDB, project_id: str, start: datetime | None,
-                      end: datetime | None) -> list[HourUsage]:
+def usage_for_project(
+    metadata: MetadataDB, project_id: str, start: datetime | None, end: datetime | None
+) -> list[HourUsage]:
     query = select(UsageHourly).where(UsageHourly.project_id == project_id)
     if start is not None:
         query = query.where(UsageHourly.hour >= start)
     if end is not None:
         query = query.where(UsageHourly.hour < end)
     with metadata.session() as session:
-        return [HourUsage(r.project_id, r.hour, r.traces, r.observations, r.scores)
-                for r in session.execute(query.order_by(UsageHourly.hour)).scalars()]
+        return [
+            HourUsage(r.project_id, r.hour, r.traces, r.observations, r.scores)
+            for r in session.execute(query.order_by(UsageHourly.hour)).scalars()
+        ]

@@ -43,9 +43,7 @@ class KeyVerifier:
         hit = self._cache.get((public_key, secret_key))
         if hit and hit[0] > now:
             return hit[1]
-        project_id = await asyncio.to_thread(
-            verify_api_key, self._metadata, public_key, secret_key, salt=self._salt
-        )
+        project_id = await asyncio.to_thread(verify_api_key, self._metadata, public_key, secret_key, salt=self._salt)
         if len(self._cache) > 10_000:  # bound memory under a flood of bad keys
             self._cache.clear()
         self._cache[(public_key, secret_key)] = (now + self._ttl_s, project_id)

@@ -24,6 +24,7 @@ def app_redis(app: Any) -> Any:
         app.state.redis = redis_client(app.state.services.redis_url)
     return app.state.redis
 
+
 router = APIRouter(tags=["queues"])
 
 
@@ -31,18 +32,30 @@ router = APIRouter(tags=["queues"])
 async def queue_health(request: Request) -> JSONResponse:
     services = request.app.state.services
     health = await check_queues(
-        app_redis(request.app), services.settings.redis_key_prefix,
-        queues=list(QUEUES), expected=request.app.state.expected_queues,
-        stuck_after_s=services.settings.queue_stuck_threshold_minutes * 60, metrics=services.metrics)
+        app_redis(request.app),
+        services.settings.redis_key_prefix,
+        queues=list(QUEUES),
+        expected=request.app.state.expected_queues,
+        stuck_after_s=services.settings.queue_stuck_threshold_minutes * 60,
+        metrics=services.metrics,
+    )
     return JSONResponse(health.body, status_code=200 if health.healthy else 503)
 
 
 def job_view(job: Job, state: str) -> dict[str, Any]:
     return {
-        "id": job.id, "name": job.name, "queue": job.queue.name if hasattr(job.queue, "name") else None,
-        "state": state, "progress": job.progress, "attemptsMade": job.attemptsMade,
-        "failedReason": job.failedReason, "data": job.data, "returnValue": job.returnvalue,
-        "timestamp": job.timestamp, "processedOn": job.processedOn, "finishedOn": job.finishedOn,
+        "id": job.id,
+        "name": job.name,
+        "queue": job.queue.name if hasattr(job.queue, "name") else None,
+        "state": state,
+        "progress": job.progress,
+        "attemptsMade": job.attemptsMade,
+        "failedReason": job.failedReason,
+        "data": job.data,
+        "returnValue": job.returnvalue,
+        "timestamp": job.timestamp,
+        "processedOn": job.processedOn,
+        "finishedOn": job.finishedOn,
     }
 
 

@@ -41,8 +41,9 @@ def upgrade() -> None:
         sa.Column("last_error_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"],
-                                name="fk_blob_storage_integrations_project_id_projects", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name="fk_blob_storage_integrations_project_id_projects", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("project_id", name="pk_blob_storage_integrations"),
     )
 
