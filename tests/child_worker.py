@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from tracehouse.cron import CronSpec, cron_processor, register_schedules
 from tracehouse.metadata import MetadataDB
+from tracehouse.metrics import Metrics
 from tracehouse.queues import QueueProducer, QueueRunner, QueueSpec, RoleGroup, bullmq_connection, redis_client
 
 
@@ -38,7 +39,7 @@ async def stall(queue: str, prefix: str, redis_url: str, sleep_s: float) -> None
         return "ok"
 
     spec = QueueSpec(queue, RoleGroup.INGESTION, lock_duration_ms=2000, stalled_interval_ms=1000, max_stalled_count=3)
-    runner = QueueRunner(bullmq_connection(redis_url), [spec], {queue: process}, prefix=prefix)
+    runner = QueueRunner(bullmq_connection(redis_url), [spec], {queue: process}, prefix=prefix, metrics=Metrics())
     await runner.start()
     print("ready", flush=True)
     await _until_signalled()
@@ -70,7 +71,9 @@ async def cron(prefix: str, redis_url: str, database_url: str, period_ms: int) -
         job_options={"removeOnComplete": True, "removeOnFail": True},
     )
     connection = bullmq_connection(redis_url)
-    runner = QueueRunner(connection, [queue_spec], {spec.queue: cron_processor(spec, metadata)}, prefix=prefix)
+    runner = QueueRunner(
+        connection, [queue_spec], {spec.queue: cron_processor(spec, metadata)}, prefix=prefix, metrics=Metrics()
+    )
     await runner.start()
     producer = QueueProducer(connection, {spec.queue: queue_spec}, prefix=prefix)
     await register_schedules(producer.queue, [spec])

@@ -135,14 +135,25 @@ async def base_services(settings: Settings) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-def services(base_services: Any, key_prefix: str) -> Any:
-    """The module's services with this test's own Redis key prefix and metrics registry."""
+async def services(base_services: Any, key_prefix: str) -> AsyncIterator[Any]:
+    """The module's services with this test's own Redis key prefix (and producer) and metrics registry."""
+    yield_services, close = prefixed(base_services, key_prefix)
+    try:
+        yield yield_services
+    finally:
+        await close()
+
+
+def prefixed(base: Any, prefix: str, **settings_changes: Any) -> tuple[Any, Any]:
+    """Services under their own Redis key prefix with a fresh metrics registry; returns (services, close)."""
     import dataclasses
 
     from tracehouse.metrics import Metrics
+    from tracehouse.runtime import queue_producer
 
-    settings = base_services.settings.model_copy(update={"redis_key_prefix": key_prefix})
-    return dataclasses.replace(base_services, settings=settings, metrics=Metrics())
+    settings = base.settings.model_copy(update={"redis_key_prefix": prefix, **settings_changes})
+    producer = queue_producer(base.redis_url, settings)
+    return dataclasses.replace(base, settings=settings, producer=producer, metrics=Metrics()), producer.close
 
 
 @pytest.fixture
@@ -200,3 +211,56 @@ def bucket(s3_client: Any) -> str:
     name = f"th-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=name)
     return name
+
+
+@contextmanager
+def server_thread(base: Any, prefix: str, **settings_changes: Any) -> Iterator[str]:
+    """A real `tracehouse` web server on a loopback port, on its own event loop in a thread.
+
+    It shares the base services' ClickHouse, metadata and blob store (loop-independent) and opens its
+    own Redis client and producer on its loop, so blocking clients (schemathesis, requests) can call it
+    from the test's thread. Yields the base URL.
+    """
+    import asyncio
+    import dataclasses
+    import threading
+
+    import uvicorn
+
+    from tracehouse.cli import _quiet_server_class
+    from tracehouse.metrics import Metrics
+    from tracehouse.queues import redis_client
+    from tracehouse.runtime import queue_producer
+    from tracehouse.web.app import create_app
+
+    port = free_port()
+    started = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def main() -> None:
+        settings = base.settings.model_copy(update={"redis_key_prefix": prefix, **settings_changes})
+        redis = redis_client(base.redis_url)
+        producer = queue_producer(base.redis_url, settings)
+        services = dataclasses.replace(base, settings=settings, redis=redis, producer=producer, metrics=Metrics())
+        config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning")
+        server = _quiet_server_class()(config)
+        holder["server"] = server
+        task = asyncio.create_task(server.serve())
+        try:
+            while not server.started and not task.done():
+                await asyncio.sleep(0.02)
+            started.set()
+            await task
+        finally:
+            await producer.close()
+            await redis.aclose()
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    thread.start()
+    if not started.wait(30):
+        raise RuntimeError("the test server did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        holder["server"].should_exit = True
+        thread.join(30)

@@ -40,6 +40,7 @@ from tracehouse.export.service import ExportJob, job_id
 from tracehouse.export.verify import verify_export
 from tracehouse.logging import configure_logging
 from tracehouse.metadata import MetadataDB
+from tracehouse.metrics import Metrics
 from tracehouse.settings import load_settings
 
 PROJECT = "crash-p"
@@ -176,6 +177,7 @@ async def export(data_dir: str, metadata_url: str, project_id: str, delay_ms: fl
         metadata=metadata,
         box=BOX,
         config=config(Path(data_dir), row_group_rows=200),
+        metrics=Metrics(),
         store_for=store_for,
     )
     say("started")

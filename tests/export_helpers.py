@@ -83,7 +83,7 @@ def make_integration(metadata: Any, project_id: str, **fields: Any) -> dict[str,
         "exportMode": "FULL_HISTORY",
         **fields,
     }
-    return upsert_integration(metadata, BOX, IntegrationRequest.model_validate(body))
+    return upsert_integration(metadata, BOX, IntegrationRequest.model_validate(body)).model_dump(by_alias=True)
 
 
 def config(data_dir: Any, **changes: Any) -> ExportConfig:

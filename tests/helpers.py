@@ -30,4 +30,4 @@ async def until(predicate, timeout=30):
 async def start_ingestion(services, clickhouse=None):
     """Ingestion workers over the given services (optionally a fault-injecting ClickHouse)."""
     svc = dataclasses.replace(services, clickhouse=clickhouse) if clickhouse else services
-    return await start_workers(svc, WorkerRole.INGESTION, environ={}, crons=[])
+    return await start_workers(svc, WorkerRole.INGESTION, crons=[])

@@ -23,7 +23,8 @@ from tracehouse.metadata.models import CronJob, CronRun
 from tracehouse.metrics import Metrics
 from tracehouse.queues import bullmq_connection
 from tracehouse.runtime import Services
-from tracehouse.usage.service import USAGE_CRON, usage_cron, usage_for_project
+from tracehouse.usage.service import usage_for_project
+from tracehouse.usage.worker import USAGE_CRON, usage_cron
 from tracehouse.web.app import create_app
 
 CHILD = Path(__file__).with_name("child_worker.py")
@@ -173,6 +174,8 @@ async def test_usage_metering_counts_the_previous_hour_per_project(clickhouse, s
         metadata=metadata,
         blobs=None,
         redis_url="unix:///unused",
+        redis=None,
+        producer=None,
         metrics=Metrics(),
     )
     app = create_app(services)

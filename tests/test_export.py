@@ -541,7 +541,7 @@ async def _status(services: Any, project_id: str) -> dict[str, Any]:
     from tracehouse.export.integrations import list_integrations, progress_view
 
     [row] = list_integrations(services.metadata, project_id)
-    return progress_view(row, datetime.now(UTC))
+    return progress_view(row, datetime.now(UTC)).model_dump(by_alias=True)
 
 
 async def test_crash_after_manifest_before_cursor_rewrites_the_same_files(
@@ -711,6 +711,7 @@ from export_helpers import Clock, config, write_rows, BOX
 from tracehouse.clickhouse import ClickHouse, migrate_clickhouse
 from tracehouse.export.service import ExportJob
 from tracehouse.metadata import MetadataDB
+from tracehouse.metrics import Metrics
 from tracehouse.settings import load_settings
 
 async def main():
@@ -721,7 +722,7 @@ async def main():
     rows = [{"id": f"t{i}", "event_ts": start + timedelta(minutes=i)} for i in range(50)]
     await write_rows(ch, "traces", "v-p", rows)
     export = ExportJob(clickhouse=ch, metadata=MetadataDB(settings.metadata_url), box=BOX,
-                       config=config(settings.data_dir), clock=Clock(datetime.now(UTC)))
+                       config=config(settings.data_dir), metrics=Metrics(), clock=Clock(datetime.now(UTC)))
     while "window" in await export.run("v-p", owner="setup"):
         pass
     ch.close()
@@ -785,7 +786,7 @@ async def test_export_worker_schedules_and_runs_jobs_through_the_queue(services:
     )
     make_integration(services.metadata, project_id)
     settings = services.settings.model_copy(update={"export_schedule_interval_s": 1})
-    runner = await start_workers(dataclasses.replace(services, settings=settings), WorkerRole.EXPORT, environ={})
+    runner = await start_workers(dataclasses.replace(services, settings=settings), WorkerRole.EXPORT)
     try:
 
         async def exported_until_recent() -> Any:
@@ -854,6 +855,7 @@ async def test_undecryptable_secret_fails_the_job_and_shows_in_status(
         metadata=services.metadata,
         box=SecretBox("77" * 32),
         config=config(services.settings.data_dir),
+        metrics=services.metrics,
     )
     with pytest.raises(ConfigError):
         await wrong_key.run(project_id, owner="j")

@@ -13,8 +13,9 @@ from bullmq import Queue
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from tracehouse.capabilities import QUEUES
 from tracehouse.metrics import Metrics
-from tracehouse.queues import QUEUES, QueueRunner, QueueSpec, RoleGroup, redis_client
+from tracehouse.queues import QueueRunner, QueueSpec, RoleGroup, redis_client
 from tracehouse.queues.activity import ActivityTracker
 from tracehouse.queues.health import check_queues
 from tracehouse.settings import WorkerRole
@@ -51,7 +52,7 @@ async def test_each_role_consumes_exactly_its_queues(services, role):
     queues = {name: _queue(services, name) for name in QUEUES}
     for q in queues.values():
         await q.add("probe", {}, {})
-    runner = await start_workers(services, role, environ={}, processors=processors, crons=[])
+    runner = await start_workers(services, role, processors=processors, crons=[])
     expected = {s.name for s in QUEUES.values() if role == WorkerRole.ALL or s.group.value == role.value}
     try:
         assert set(runner.queue_names) == expected
@@ -69,12 +70,12 @@ async def test_each_role_consumes_exactly_its_queues(services, role):
 
 async def test_per_queue_flag_switches_a_consumer_off(services):
     processors = {name: (lambda job, token: asyncio.sleep(0)) for name in QUEUES}
+    settings = services.settings.model_copy(update={"queue_consumer_batch_export_queue_is_enabled": False})
     runner = await start_workers(
-        services,
+        dataclasses.replace(services, settings=settings),
         WorkerRole.EXPORT,
         processors=processors,
         crons=[],
-        environ={"QUEUE_CONSUMER_BATCH_EXPORT_QUEUE_IS_ENABLED": "false"},
     )
     try:
         assert set(runner.queue_names) == {"blobstorage-integration-queue", "blobstorage-integration-processing-queue"}
@@ -90,7 +91,7 @@ async def _run_one(services, spec, processor, opts, *, until_state, job_data=Non
         {spec.name: processor},
         prefix=services.settings.redis_key_prefix,
         metrics=services.metrics,
-        activity=ActivityTracker(redis_client(services.redis_url), services.settings.redis_key_prefix),
+        activity=ActivityTracker(services.redis, services.settings.redis_key_prefix),
     )
     await runner.start()
     job = await queue.add("j", job_data or {}, opts)
@@ -168,7 +169,11 @@ async def test_retention_removes_old_completed_and_failed_jobs(services):
     spec = QueueSpec("retention-test", RoleGroup.INGESTION)
     queue = _queue(services, spec.name)
     runner = QueueRunner(
-        services.redis_connection, [spec], {spec.name: process}, prefix=services.settings.redis_key_prefix
+        services.redis_connection,
+        [spec],
+        {spec.name: process},
+        prefix=services.settings.redis_key_prefix,
+        metrics=services.metrics,
     )
     await runner.start()
     opts = {"attempts": 1, "removeOnComplete": {"age": 1}, "removeOnFail": {"age": 1}}
@@ -207,7 +212,13 @@ async def test_progress_is_visible_in_the_job_record_and_the_api(services, monke
     queue_name = "batch-export-queue"
     spec = dataclasses.replace(QUEUES[queue_name])
     queue = _queue(services, queue_name)
-    runner = QueueRunner(services.redis_connection, [spec], {queue_name: slow}, prefix=settings.redis_key_prefix)
+    runner = QueueRunner(
+        services.redis_connection,
+        [spec],
+        {queue_name: slow},
+        prefix=settings.redis_key_prefix,
+        metrics=services.metrics,
+    )
     await runner.start()
     app = create_app(services)
     try:
@@ -292,7 +303,12 @@ async def test_health_turns_red_when_a_queue_stops_moving(services):
         assert healthy.healthy and healthy.body["details"]["queue_counts"]["ingestion-queue"]["waiting"] == 0
         await queue.add("ingest", {}, {})
         fresh = await check_queues(
-            client, prefix, queues=["ingestion-queue"], expected=["ingestion-queue"], stuck_after_s=1.0
+            client,
+            prefix,
+            queues=["ingestion-queue"],
+            expected=["ingestion-queue"],
+            stuck_after_s=1.0,
+            metrics=services.metrics,
         )
         assert fresh.healthy, "a job that just arrived is not a stuck queue"
         await asyncio.sleep(1.3)
@@ -310,7 +326,9 @@ async def test_health_turns_red_when_a_queue_stops_moving(services):
             services.metrics.registry.get_sample_value("queue_depth", {"queue": "ingestion-queue", "state": "waiting"})
             == 1.0
         )
-        not_expected = await check_queues(client, prefix, queues=["ingestion-queue"], expected=[], stuck_after_s=1.0)
+        not_expected = await check_queues(
+            client, prefix, queues=["ingestion-queue"], expected=[], stuck_after_s=1.0, metrics=services.metrics
+        )
         assert not_expected.healthy, "a queue nobody is meant to consume cannot be stuck"
 
         # The web endpoint says the same, with 503.
@@ -324,7 +342,6 @@ async def test_health_turns_red_when_a_queue_stops_moving(services):
         runner = await start_workers(
             services,
             WorkerRole.INGESTION,
-            environ={},
             crons=[],
             processors={"ingestion-queue": lambda job, token: asyncio.sleep(0)},
         )
@@ -337,6 +354,7 @@ async def test_health_turns_red_when_a_queue_stops_moving(services):
                 expected=["ingestion-queue"],
                 stuck_after_s=1.0,
                 worker_running=runner.running,
+                metrics=services.metrics,
             )
             assert green.healthy and green.body["worker"] is True
         finally:
@@ -352,7 +370,9 @@ async def _waiting_is(queue, n):
 
 async def test_health_is_red_when_redis_is_unreachable():
     client = redis_client("redis://127.0.0.1:1")
-    health = await check_queues(client, "x", queues=["ingestion-queue"], expected=["ingestion-queue"], stuck_after_s=60)
+    health = await check_queues(
+        client, "x", queues=["ingestion-queue"], expected=["ingestion-queue"], stuck_after_s=60, metrics=Metrics()
+    )
     await client.aclose()
     assert not health.healthy
     assert health.body["redis"] is False and health.body["details"]["redis_status"] == "unreachable"

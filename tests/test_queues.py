@@ -3,8 +3,10 @@ import time
 
 from bullmq import Queue
 
-from tracehouse.queues import QUEUES, QueueRunner, QueueSpec, RoleGroup, bullmq_connection, queues_for_role
-from tracehouse.settings import WorkerRole
+from tracehouse.capabilities import QUEUES
+from tracehouse.metrics import Metrics
+from tracehouse.queues import QueueRunner, QueueSpec, RoleGroup, bullmq_connection, queues_for_role
+from tracehouse.settings import Settings, WorkerRole, load_settings
 
 
 def test_connection_dict_disables_socket_timeout():
@@ -19,15 +21,25 @@ def test_connection_dict_disables_socket_timeout():
     assert bullmq_connection("unix:///tmp/r.sock") == {"socket_timeout": None, "unix_socket_path": "/tmp/r.sock"}
 
 
-def test_roles_split_the_registry_between_ingestion_and_export():
-    export = {s.name for s in queues_for_role(WorkerRole.EXPORT, {})}
-    ingestion = {s.name for s in queues_for_role(WorkerRole.INGESTION, {})}
-    everything = {s.name for s in queues_for_role(WorkerRole.ALL, {})}
+def test_roles_split_the_registry_between_ingestion_and_export(monkeypatch):
+    defaults = load_settings()
+    export = {s.name for s in queues_for_role(WorkerRole.EXPORT, QUEUES.values(), defaults)}
+    ingestion = {s.name for s in queues_for_role(WorkerRole.INGESTION, QUEUES.values(), defaults)}
+    everything = {s.name for s in queues_for_role(WorkerRole.ALL, QUEUES.values(), defaults)}
     assert export == {"blobstorage-integration-queue", "blobstorage-integration-processing-queue", "batch-export-queue"}
     assert export.isdisjoint(ingestion)
     assert everything == export | ingestion == set(QUEUES)
-    flags = {"QUEUE_CONSUMER_BATCH_EXPORT_QUEUE_IS_ENABLED": "false"}
-    assert "batch-export-queue" not in {s.name for s in queues_for_role(WorkerRole.EXPORT, flags)}
+    monkeypatch.setenv("QUEUE_CONSUMER_BATCH_EXPORT_QUEUE_IS_ENABLED", "false")
+    flags = load_settings()
+    assert "batch-export-queue" not in {s.name for s in queues_for_role(WorkerRole.EXPORT, QUEUES.values(), flags)}
+
+
+def test_every_queue_has_its_consumer_flag_in_settings():
+    defaults = load_settings()
+    for spec in QUEUES.values():
+        assert defaults.queue_consumer_enabled(spec.name) is True
+        field = Settings.model_fields["queue_consumer_" + spec.name.replace("-", "_") + "_is_enabled"]
+        assert field.validation_alias == spec.enabled_flag
 
 
 async def _runner_with_job(redis_url, prefix, seconds, timeout_s):
@@ -43,7 +55,7 @@ async def _runner_with_job(redis_url, prefix, seconds, timeout_s):
 
     connection = bullmq_connection(redis_url)
     queue = Queue(spec.name, {"connection": dict(connection), "prefix": prefix})
-    runner = QueueRunner(connection, [spec], {spec.name: slow}, prefix=prefix)
+    runner = QueueRunner(connection, [spec], {spec.name: slow}, prefix=prefix, metrics=Metrics())
     await runner.start()
     job = await queue.add("slow", {}, {})
     await asyncio.wait_for(started.wait(), 10)
@@ -75,7 +87,7 @@ async def test_shutdown_gives_up_at_the_bound_and_leaves_job_for_recovery(redis_
 def test_runner_refuses_queues_without_processor():
     spec = QueueSpec("nothing-here", RoleGroup.INGESTION)
     try:
-        QueueRunner({}, [spec], {})
+        QueueRunner({}, [spec], {}, metrics=Metrics())
     except ValueError as exc:
         assert "nothing-here" in str(exc)
     else:

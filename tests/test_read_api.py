@@ -241,7 +241,7 @@ async def test_delete_removes_trace_observations_and_scores(loaded, services):
         )
         empty = await client.request("DELETE", "/api/public/traces", headers=headers, json={"traceIds": []})
     assert one.status_code == 200 and missing.status_code == 404 and bulk.status_code == 200
-    assert empty.status_code == 422
+    assert empty.status_code == 400 and empty.json()["parameter"] == "traceIds"
     remaining = [d["id"] for d in (await _get(app, headers, "/api/public/traces")).json()["data"]]
     assert remaining == ["tr-4", "tr-3"]
     gone = (await _get(app, headers, "/api/public/observations", traceId="tr-0")).json()
@@ -302,9 +302,9 @@ async def test_cursor_pagination_v2_observations_and_v3_scores(loaded):
 
 def test_engine_limits_map_to_clear_json_errors():
     from tracehouse.clickhouse import ClickHouseError, ClickHouseErrorKind
-    from tracehouse.queries.api import query_error
+    from tracehouse.web.errors import clickhouse_error_body
 
-    timeout = query_error(ClickHouseError("Code: 159. Timeout exceeded", ClickHouseErrorKind.TIMEOUT))
-    overcommit = query_error(ClickHouseError("Code: 241. OvercommitTracker", ClickHouseErrorKind.OVERCOMMIT))
-    assert timeout.status_code == 504 and json.loads(timeout.body)["error"] == "QueryTimeout"
-    assert overcommit.status_code == 503 and json.loads(overcommit.body)["error"] == "QueryTooLarge"
+    timeout = clickhouse_error_body(ClickHouseError("Code: 159. Timeout exceeded", ClickHouseErrorKind.TIMEOUT))
+    overcommit = clickhouse_error_body(ClickHouseError("Code: 241. OvercommitTracker", ClickHouseErrorKind.OVERCOMMIT))
+    assert timeout[0] == 504 and timeout[1]["error"] == "QueryTimeout"
+    assert overcommit[0] == 503 and overcommit[1]["error"] == "QueryTooLarge"

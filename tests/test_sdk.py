@@ -50,7 +50,7 @@ async def live(settings):
 
     @asynccontextmanager
     async def workers(_app):
-        runner = await start_workers(services, WorkerRole.ALL, environ={}, crons=[])
+        runner = await start_workers(services, WorkerRole.ALL, crons=[])
         try:
             yield
         finally:

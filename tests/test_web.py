@@ -5,10 +5,11 @@ import httpx
 import pytest
 from fastapi import Depends
 
+from tracehouse.auth import ProjectAuth, require_project
 from tracehouse.metadata import create_api_key, create_project, revoke_api_key
+from tracehouse.queues import redis_client
 from tracehouse.runtime import migrate, open_services
 from tracehouse.web.app import create_app
-from tracehouse.web.auth import ProjectAuth, require_project
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +44,13 @@ async def test_ready_checks_every_dependency(services):
 
 
 async def test_ready_names_what_is_down(services):
-    broken = dataclasses.replace(services, redis_url="redis://127.0.0.1:1")
-    async with _client(create_app(broken)) as client:
-        response = await client.get("/api/ready")
+    dead = redis_client("redis://127.0.0.1:1")
+    broken = dataclasses.replace(services, redis_url="redis://127.0.0.1:1", redis=dead)
+    try:
+        async with _client(create_app(broken)) as client:
+            response = await client.get("/api/ready")
+    finally:
+        await dead.aclose()
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "Unavailable: redis"

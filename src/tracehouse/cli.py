@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from tracehouse import __version__
-from tracehouse.errors import TracehouseError
+from tracehouse.errors import ConfigError, TracehouseError
 from tracehouse.logging import configure_logging, get_logger
 from tracehouse.metadata import (
     MetadataDB,
@@ -287,12 +287,34 @@ def migrate_cmd(data_dir: DataDirOpt = None) -> None:
     _run(go)
 
 
-def _metadata(settings: Settings) -> MetadataDB:
+def _metadata(settings: Settings, *, migrate: bool = False) -> MetadataDB:
+    """The metadata database alone. Commands that change it migrate it first; read-only ones never
+    migrate and say so when the schema is not current."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = MetadataDB(settings.metadata_url)
-    db.ping()
-    db.migrate()
+    try:
+        db.ping()
+        if migrate:
+            db.migrate()
+        elif db.current_revision() != db.head_revision():
+            raise ConfigError(f"the metadata database at {db.display_url} is not migrated; run `tracehouse migrate`")
+    except BaseException:
+        db.dispose()
+        raise
     return db
+
+
+def _with_db(settings: Settings, use: Callable[[MetadataDB], T], *, migrate: bool = False) -> T:
+    """Open the metadata database, run `use` on it, close it; errors become one line (exit 1)."""
+
+    def go() -> T:
+        db = _metadata(settings, migrate=migrate)
+        try:
+            return use(db)
+        finally:
+            db.dispose()
+
+    return _guard(go)
 
 
 @projects_app.command("create")
@@ -304,22 +326,21 @@ def projects_create(
     """Create a project (and, by default, a key pair for it)."""
     settings = _settings()
 
-    def go() -> None:
-        db = _metadata(settings)
+    def go(db: MetadataDB) -> None:
         project = create_project(db, name, project_id=project_id)
         typer.echo(f"project {project.id} {project.name}")
         if with_key:
             key = create_api_key(db, project.id, salt=settings.salt)
             typer.echo(f"LANGFUSE_PUBLIC_KEY={key.public_key}\nLANGFUSE_SECRET_KEY={key.secret_key}")
 
-    _guard(go)
+    _with_db(settings, go, migrate=True)
 
 
 @projects_app.command("list")
 def projects_list() -> None:
     """List projects."""
     settings = _settings()
-    for project in _guard(lambda: list_projects(_metadata(settings))):
+    for project in _with_db(settings, lambda db: list_projects(db)):
         typer.echo(f"{project.id}\t{project.name}\t{project.created_at.isoformat()}")
 
 
@@ -330,7 +351,7 @@ def keys_create(
 ) -> None:
     """Create a key pair; the secret is printed once and stored only as a hash."""
     settings = _settings()
-    key = _guard(lambda: create_api_key(_metadata(settings), project, salt=settings.salt, note=note))
+    key = _with_db(settings, lambda db: create_api_key(db, project, salt=settings.salt, note=note), migrate=True)
     typer.echo(f"LANGFUSE_PUBLIC_KEY={key.public_key}\nLANGFUSE_SECRET_KEY={key.secret_key}")
 
 
@@ -338,7 +359,7 @@ def keys_create(
 def keys_list(project: Annotated[str | None, typer.Option(help="Only this project's keys.")] = None) -> None:
     """List keys (secrets are never shown, only their last characters)."""
     settings = _settings()
-    for key in _guard(lambda: list_api_keys(_metadata(settings), project)):
+    for key in _with_db(settings, lambda db: list_api_keys(db, project)):
         state = "revoked" if key.revoked_at else "active"
         typer.echo(f"{key.id}\t{key.project_id}\t{key.public_key}\t{key.display_secret_key}\t{state}")
 
@@ -347,7 +368,7 @@ def keys_list(project: Annotated[str | None, typer.Option(help="Only this projec
 def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or public key.")]) -> None:
     """Revoke a key; it stops authenticating within a minute (the web's key cache)."""
     settings = _settings()
-    if not _guard(lambda: revoke_api_key(_metadata(settings), key)):
+    if not _with_db(settings, lambda db: revoke_api_key(db, key), migrate=True):
         typer.echo(f"error: no key {key!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key}")
@@ -363,7 +384,7 @@ def dlq_list(all_: Annotated[bool, typer.Option("--all", help="Include replayed 
     from tracehouse.ingestion.service import list_dead_letters
 
     settings = _settings()
-    letters = _guard(lambda: list_dead_letters(_metadata(settings), include_replayed=all_))
+    letters = _with_db(settings, lambda db: list_dead_letters(db, include_replayed=all_))
     typer.echo("id\tproject\ttable\tentity\tattempts\tlast_failed_at\treplayed_at\tbatch\terror")
     for d in letters:
         replayed = d.replayed_at.isoformat() if d.replayed_at else "-"
@@ -380,7 +401,8 @@ def dlq_replay(
 ) -> None:
     """Re-run open dead letters from their raw batches (the ingestion workers pick them up)."""
     from tracehouse.ingestion.service import replay_dead_letters
-    from tracehouse.queues import QUEUES, QueueProducer, bullmq_connection, ping_redis
+    from tracehouse.queues import ping_redis
+    from tracehouse.runtime import queue_producer
 
     settings = _settings()
     if settings.redis_url is None:
@@ -394,11 +416,13 @@ def dlq_replay(
 
     async def go() -> int:
         await ping_redis(redis_url)
-        producer = QueueProducer(bullmq_connection(redis_url), QUEUES, prefix=settings.redis_key_prefix)
+        producer = queue_producer(redis_url, settings)
+        db = _metadata(settings)
         try:
-            return await replay_dead_letters(_metadata(settings), producer, ids or None)
+            return await replay_dead_letters(db, producer, ids or None)
         finally:
             await producer.close()
+            db.dispose()
 
     typer.echo(f"re-enqueued {_run(go)} raw batch(es)")
 
@@ -515,7 +539,9 @@ def integrations_set(
             err=True,
         )
         raise typer.Exit(1) from None
-    view = _guard(lambda: upsert_integration(_metadata(settings), SecretBox(settings.encryption_key), request))
+    view = _with_db(
+        settings, lambda db: upsert_integration(db, SecretBox(settings.encryption_key), request), migrate=True
+    ).model_dump(by_alias=True)
     typer.echo(
         f"export for {view['projectId']}: {view['type']} {view['bucketName']} {view['prefix']} "
         f"{view['exportFrequency']} {view['fileType']} {'enabled' if view['enabled'] else 'disabled'}"
@@ -528,8 +554,8 @@ def integrations_list(project: Annotated[str | None, typer.Option(help="Only thi
     from tracehouse.export.integrations import list_integrations, status_view
 
     settings = _settings()
-    for row in _guard(lambda: list_integrations(_metadata(settings), project)):
-        status = status_view(row)
+    for row in _with_db(settings, lambda db: list_integrations(db, project)):
+        status = status_view(row).model_dump(by_alias=True)
         typer.echo(
             f"{row.project_id}\t{row.type}\t{row.bucket_name}\t{row.prefix}\t{row.export_frequency}\t"
             f"{row.file_type}\t{status['syncStatus']}\tlast={status['lastSyncAt'] or '-'}"
@@ -542,7 +568,7 @@ def integrations_delete(project: Annotated[str, typer.Option(help="Project id.")
     from tracehouse.export.integrations import delete_integration
 
     settings = _settings()
-    if not _guard(lambda: delete_integration(_metadata(settings), project)):
+    if not _with_db(settings, lambda db: delete_integration(db, project), migrate=True):
         typer.echo(f"error: no export integration for project {project!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"deleted export integration of {project}")
@@ -561,7 +587,10 @@ def export_status(
 
     settings = _settings()
     now = datetime.now(UTC)
-    views = [progress_view(r, now) for r in _guard(lambda: list_integrations(_metadata(settings), project))]
+    views = [
+        progress_view(r, now).model_dump(by_alias=True)
+        for r in _with_db(settings, lambda db: list_integrations(db, project))
+    ]
     if json_:
         typer.echo(_json.dumps({"data": views}, indent=2))
         return
@@ -596,7 +625,7 @@ def export_verify(
     from tracehouse.export.verify import verify_export
 
     settings = _settings()
-    integration = _guard(lambda: load_integration(_metadata(settings), SecretBox(settings.encryption_key), project))
+    integration = _with_db(settings, lambda db: load_integration(db, SecretBox(settings.encryption_key), project))
     if integration is None:
         typer.echo(f"error: no export integration for project {project!r}", err=True)
         raise typer.Exit(1)
@@ -649,7 +678,7 @@ def usage_cmd(
     from tracehouse.usage.service import usage_for_project
 
     settings = _settings()
-    rows = _guard(lambda: usage_for_project(_metadata(settings), project, from_, to))
+    rows = _with_db(settings, lambda db: usage_for_project(db, project, from_, to))
     typer.echo("hour\ttraces\tobservations\tscores")
     for row in rows:
         typer.echo(f"{row.hour.isoformat()}\t{row.traces}\t{row.observations}\t{row.scores}")

@@ -11,13 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from tracehouse.blobs import BlobStore, BlobStoreConfig
 from tracehouse.clickhouse import ClickHouse, migrate_clickhouse
 from tracehouse.errors import DependencyUnavailable, one_line_reason
 from tracehouse.logging import get_logger
 from tracehouse.metadata import MetadataDB
 from tracehouse.metrics import Metrics
-from tracehouse.queues import bullmq_connection, ping_redis
+from tracehouse.queues import QueueProducer, bullmq_connection, ping_redis, redis_client
 from tracehouse.queues.connection import describe as describe_redis
 from tracehouse.redis_embedded import EmbeddedRedis
 from tracehouse.settings import Settings
@@ -30,6 +32,8 @@ class Services:
     metadata: MetadataDB
     blobs: BlobStore
     redis_url: str
+    redis: aioredis.Redis  # plain commands: locks, activity stamps, queue health
+    producer: QueueProducer  # adds jobs to any registered queue
     metrics: Metrics
     embedded_redis: EmbeddedRedis | None = None
 
@@ -52,12 +56,14 @@ class Services:
         results = await asyncio.gather(
             probe("clickhouse", self.clickhouse.ping()),
             probe("metadata", asyncio.to_thread(self.metadata.ping)),
-            probe("redis", ping_redis(self.redis_url)),
+            probe("redis", ping_redis(self.redis_url, client=self.redis)),
             probe("blob_store", self.blobs.ping()),
         )
         return dict(results)
 
     async def close(self) -> None:
+        await self.producer.close()
+        await self.redis.aclose()
         self.clickhouse.close()
         self.metadata.dispose()
         if self.embedded_redis is not None:
@@ -68,7 +74,7 @@ async def open_services(settings: Settings) -> Services:
     """Connect to (or start) every dependency; raise DependencyUnavailable naming the first that fails."""
     log = get_logger("tracehouse.runtime")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    cleanups: list[Callable[[], None]] = []  # undo what was opened if a later step fails
+    cleanups: list[Callable[[], Any]] = []  # undo what was opened if a later step fails
     try:
         embedded_redis = None
         redis_url = settings.redis_url
@@ -91,9 +97,14 @@ async def open_services(settings: Settings) -> Services:
 
         blobs = BlobStore(BlobStoreConfig.from_settings(settings))
         await blobs.ping()
+
+        redis = redis_client(redis_url)
+        cleanups.append(redis.aclose)
+        producer = queue_producer(redis_url, settings)
+        cleanups.append(producer.close)
     except BaseException:
         for undo in reversed(cleanups):
-            await asyncio.to_thread(undo)
+            await (undo() if asyncio.iscoroutinefunction(undo) else asyncio.to_thread(undo))
         raise
     log.info(
         "services_opened",
@@ -108,6 +119,8 @@ async def open_services(settings: Settings) -> Services:
         metadata=metadata,
         blobs=blobs,
         redis_url=redis_url,
+        redis=redis,
+        producer=producer,
         metrics=Metrics(),
         embedded_redis=embedded_redis,
     )
@@ -121,6 +134,18 @@ async def migrate(services: Services) -> dict[str, list[str]]:
         "metadata": await asyncio.to_thread(services.metadata.migrate),
         "clickhouse": await migrate_clickhouse(services.clickhouse, cluster=cluster),
     }
+
+
+def queue_producer(redis_url: str, settings: Settings) -> QueueProducer:
+    """A producer for one-shot commands that only enqueue (the caller closes it)."""
+    return QueueProducer(bullmq_connection(redis_url), queue_registry(), prefix=settings.redis_key_prefix)
+
+
+def queue_registry() -> dict[str, Any]:
+    """Every capability's queues (imported late: capabilities import the infrastructure packages)."""
+    from tracehouse.capabilities import QUEUES
+
+    return QUEUES
 
 
 def _check_export_secrets(metadata: MetadataDB, settings: Settings) -> None:

@@ -118,6 +118,29 @@ class Settings(BaseSettings):
     queue_stalled_interval_ms: int | None = Field(
         None, gt=0, validation_alias=_env("TRACEHOUSE_QUEUE_STALLED_INTERVAL_MS")
     )
+    # Langfuse's per-queue consumer switches (QUEUE_CONSUMER_<QUEUE>_IS_ENABLED), within a role.
+    queue_consumer_ingestion_queue_is_enabled: bool = Field(
+        True, validation_alias=_env("QUEUE_CONSUMER_INGESTION_QUEUE_IS_ENABLED")
+    )
+    queue_consumer_cloud_usage_metering_queue_is_enabled: bool = Field(
+        True, validation_alias=_env("QUEUE_CONSUMER_CLOUD_USAGE_METERING_QUEUE_IS_ENABLED")
+    )
+    queue_consumer_blobstorage_integration_queue_is_enabled: bool = Field(
+        True, validation_alias=_env("QUEUE_CONSUMER_BLOBSTORAGE_INTEGRATION_QUEUE_IS_ENABLED")
+    )
+    queue_consumer_blobstorage_integration_processing_queue_is_enabled: bool = Field(
+        True, validation_alias=_env("QUEUE_CONSUMER_BLOBSTORAGE_INTEGRATION_PROCESSING_QUEUE_IS_ENABLED")
+    )
+    queue_consumer_batch_export_queue_is_enabled: bool = Field(
+        True, validation_alias=_env("QUEUE_CONSUMER_BATCH_EXPORT_QUEUE_IS_ENABLED")
+    )
+
+    def queue_consumer_enabled(self, queue: str) -> bool:
+        """The QUEUE_CONSUMER_<QUEUE>_IS_ENABLED switch of a queue (KeyError for a queue without one)."""
+        field = "queue_consumer_" + queue.replace("-", "_") + "_is_enabled"
+        if field not in type(self).model_fields:
+            raise KeyError(f"no QUEUE_CONSUMER_*_IS_ENABLED setting for queue {queue!r}")
+        return bool(getattr(self, field))
 
     # --- blob store (raw events; exports configure their own destinations) ----------------------
     blob_bucket: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_EVENT_UPLOAD_BUCKET"))

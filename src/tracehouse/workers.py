@@ -1,62 +1,72 @@
-"""Which processors exist, and starting the workers (and their health server) a role consumes."""
+"""Which processors and crons each capability contributes, and starting the workers a role consumes."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from tracehouse.capabilities import QUEUES
 from tracehouse.cron import CronSpec, cron_processor, register_schedules
 from tracehouse.export.crypto import SecretBox
 from tracehouse.export.service import ExportConfig, ExportJob
 from tracehouse.export.worker import PROCESSING_QUEUE, export_processor, export_schedule_cron, producer_enqueue
-from tracehouse.ingestion.service import INGESTION_QUEUE, EntityLocks, IngestionProcessor
+from tracehouse.ingestion.service import INGESTION_QUEUE
+from tracehouse.ingestion.worker import EntityLocks, IngestionProcessor
 from tracehouse.ingestion.writer import ClickHouseWriter
 from tracehouse.logging import get_logger
-from tracehouse.queues import QUEUES, Processor, QueueProducer, QueueRunner, QueueSpec, queues_for_role, redis_client
+from tracehouse.queues import Processor, QueueRunner, QueueSpec, queues_for_role
 from tracehouse.queues.activity import ActivityTracker
 from tracehouse.runtime import Services
 from tracehouse.settings import WorkerRole
-from tracehouse.usage.service import usage_cron
+from tracehouse.usage.worker import usage_cron
 
 
-def cron_specs(services: Services, producer: QueueProducer) -> list[CronSpec]:
+def cron_specs(services: Services) -> list[CronSpec]:
     interval = timedelta(seconds=services.settings.export_schedule_interval_s)
     return [
         usage_cron(services.clickhouse),
-        export_schedule_cron(services.metadata, producer_enqueue(producer), interval=interval),
+        export_schedule_cron(services.metadata, producer_enqueue(services.producer), interval=interval),
     ]
 
 
-def export_job(services: Services, producer: QueueProducer) -> ExportJob:
+def export_job(services: Services) -> ExportJob:
     return ExportJob(
         clickhouse=services.clickhouse,
         metadata=services.metadata,
         box=SecretBox(services.settings.encryption_key),
         config=ExportConfig.from_settings(services.settings),
         metrics=services.metrics,
-        enqueue=producer_enqueue(producer),
+        enqueue=producer_enqueue(services.producer),
     )
 
 
-def build_processors(
-    services: Services, writer: ClickHouseWriter, redis: Any, producer: QueueProducer
-) -> dict[str, Processor]:
-    """Queue name -> processor. Capabilities add theirs here as they land."""
+def ingestion_writer(services: Services) -> ClickHouseWriter:
+    settings = services.settings
+    return ClickHouseWriter(
+        services.clickhouse,
+        batch_size=settings.ingestion_write_batch_size,
+        interval_ms=settings.ingestion_write_interval_ms,
+        max_attempts=settings.ingestion_write_max_attempts,
+        metrics=services.metrics,
+    )
+
+
+def build_processors(services: Services, writer: ClickHouseWriter) -> dict[str, Processor]:
+    """Queue name -> processor, for every queue some capability processes."""
     processors: dict[str, Processor] = {
         INGESTION_QUEUE: IngestionProcessor(
             clickhouse=services.clickhouse,
             blobs=services.blobs,
             writer=writer,
-            locks=EntityLocks(redis, services.settings.redis_key_prefix),
+            locks=EntityLocks(services.redis, services.settings.redis_key_prefix),
             metadata=services.metadata,
             metrics=services.metrics,
         ),
-        PROCESSING_QUEUE: export_processor(export_job(services, producer)),
+        PROCESSING_QUEUE: export_processor(export_job(services)),
     }
-    for spec in cron_specs(services, producer):
+    for spec in cron_specs(services):
         processors[spec.queue] = cron_processor(spec, services.metadata)
     return processors
 
@@ -73,46 +83,40 @@ def _with_overrides(spec: QueueSpec, services: Services) -> QueueSpec:
     )
 
 
-def consumed_queues(services: Services, role: WorkerRole, environ: Mapping[str, str] | None = None) -> list[str]:
+def consumed_queues(services: Services, role: WorkerRole) -> list[str]:
     """Queues a worker of this role consumes: its role's queues, switched on, with a processor."""
-    # Building processors opens nothing (clients connect on first use), so this is cheap.
-    producer = QueueProducer(services.redis_connection, QUEUES, prefix=services.settings.redis_key_prefix)
-    processors = build_processors(services, ClickHouseWriter(services.clickhouse), redis=None, producer=producer)
-    return [s.name for s in queues_for_role(role, dict(environ or os.environ)) if s.name in processors]
+    # Building processors opens nothing (the writer starts its timer on first write), so this is cheap.
+    processors = build_processors(services, ingestion_writer(services))
+    return [s.name for s in queues_for_role(role, QUEUES.values(), services.settings) if s.name in processors]
 
 
 async def start_workers(
     services: Services,
     role: WorkerRole,
-    environ: Mapping[str, str] | None = None,
     processors: Mapping[str, Processor] | None = None,
     crons: list[CronSpec] | None = None,
 ) -> QueueRunner:
     settings = services.settings
-    writer = ClickHouseWriter(
-        services.clickhouse,
-        batch_size=settings.ingestion_write_batch_size,
-        interval_ms=settings.ingestion_write_interval_ms,
-        max_attempts=settings.ingestion_write_max_attempts,
-        metrics=services.metrics,
-    )
-    redis = redis_client(services.redis_url)
-    prefix = services.settings.redis_key_prefix
-    producer = QueueProducer(services.redis_connection, QUEUES, prefix=prefix)
-    processors = dict(processors if processors is not None else build_processors(services, writer, redis, producer))
-    crons = crons if crons is not None else cron_specs(services, producer)
+    writer = ingestion_writer(services)
+    processors = dict(processors if processors is not None else build_processors(services, writer))
+    crons = crons if crons is not None else cron_specs(services)
     specs = [
-        _with_overrides(s, services) for s in queues_for_role(role, dict(environ or os.environ)) if s.name in processors
+        _with_overrides(s, services) for s in queues_for_role(role, QUEUES.values(), settings) if s.name in processors
     ]
-    activity = ActivityTracker(redis, prefix)
+    activity = ActivityTracker(services.redis, settings.redis_key_prefix)
     runner = QueueRunner(
-        services.redis_connection, specs, processors, prefix=prefix, metrics=services.metrics, activity=activity
+        services.redis_connection,
+        specs,
+        processors,
+        prefix=settings.redis_key_prefix,
+        metrics=services.metrics,
+        activity=activity,
     )
-    runner.after_close += [writer.close, redis.aclose, producer.close]
+    runner.after_close.append(writer.close)
     await runner.start()
     consumed = set(runner.queue_names)
     # Only a process that consumes a cron's queue registers its schedule (upsert by id).
-    await register_schedules(producer.queue, [c for c in crons if c.queue in consumed])
+    await register_schedules(services.producer.queue, [c for c in crons if c.queue in consumed])
     get_logger("tracehouse.worker").info(
         "worker_started",
         role=role.value,
@@ -131,11 +135,10 @@ def worker_health_app(services: Services, runner: QueueRunner) -> Any:
     from tracehouse.queues.health import check_queues
 
     app = FastAPI(title="tracehouse worker", docs_url=None, redoc_url=None, openapi_url=None)
-    client = redis_client(services.redis_url)
 
     async def queue_health() -> JSONResponse:
         health = await check_queues(
-            client,
+            services.redis,
             services.settings.redis_key_prefix,
             queues=runner.queue_names,
             expected=runner.queue_names,

@@ -8,69 +8,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from tracehouse.errors import ConfigError
 from tracehouse.export.crypto import SecretBox
+from tracehouse.export.models import (
+    FREQUENCIES,
+    ExportProgress,
+    IntegrationRequest,
+    IntegrationResponse,
+    IntegrationStatus,
+    LastJob,
+    PendingWindow,
+)
 from tracehouse.export.windows import ExportWindow
 from tracehouse.metadata import MetadataDB
 from tracehouse.metadata.models import BlobStorageIntegration
 from tracehouse.timefmt import api_time
-
-# Export cadence. `every_20_minutes` is accepted because the current SDK's enum has it.
-FREQUENCIES: dict[str, timedelta] = {
-    "every_15_minutes": timedelta(minutes=15),
-    "every_20_minutes": timedelta(minutes=20),
-    "hourly": timedelta(hours=1),
-    "daily": timedelta(days=1),
-    "weekly": timedelta(weeks=1),
-}
-IntegrationType = Literal["S3", "S3_COMPATIBLE", "GOOGLE_CLOUD_STORAGE", "AZURE_BLOB_STORAGE", "LOCAL"]
-
-
-class IntegrationRequest(BaseModel):
-    """The body of PUT /api/public/integrations/blob-storage (Langfuse's field names)."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    project_id: str = Field(alias="projectId", min_length=1)
-    type: IntegrationType
-    bucket_name: str = Field(alias="bucketName", min_length=1)
-    endpoint: str | None = None
-    region: str = "auto"
-    access_key_id: str | None = Field(None, alias="accessKeyId")
-    secret_access_key: str | None = Field(None, alias="secretAccessKey")
-    prefix: str = ""
-    export_frequency: Literal["every_15_minutes", "every_20_minutes", "hourly", "daily", "weekly"] = Field(
-        "hourly", alias="exportFrequency"
-    )
-    enabled: bool = True
-    force_path_style: bool = Field(False, alias="forcePathStyle")
-    file_type: Literal["PARQUET", "JSONL", "CSV"] = Field("PARQUET", alias="fileType")
-    export_mode: Literal["FULL_HISTORY", "FROM_TODAY", "FROM_CUSTOM_DATE"] = Field("FULL_HISTORY", alias="exportMode")
-    export_start_date: datetime | None = Field(None, alias="exportStartDate")
-    compressed: bool = True
-
-    @model_validator(mode="after")
-    def _consistent(self) -> IntegrationRequest:
-        if self.export_mode == "FROM_CUSTOM_DATE" and self.export_start_date is None:
-            raise ValueError("exportStartDate is required with exportMode FROM_CUSTOM_DATE")
-        if self.export_start_date is not None and self.export_start_date.tzinfo is None:
-            raise ValueError("exportStartDate must include a time zone offset")
-        if self.type == "S3_COMPATIBLE" and not self.endpoint:
-            raise ValueError("endpoint is required for S3_COMPATIBLE")
-        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError("endpoint must be an http:// or https:// URL")
-        if self.type == "LOCAL" and (self.bucket_name.startswith("/") or ".." in self.bucket_name.split("/")):
-            raise ValueError("a LOCAL bucketName is a folder name under the data directory's exports/ folder")
-        if self.prefix and not self.prefix.endswith("/"):
-            raise ValueError("prefix must end with '/'")
-        if (self.access_key_id is None) != (self.secret_access_key is None) and self.type != "LOCAL":
-            raise ValueError("accessKeyId and secretAccessKey go together (or neither, for ambient credentials)")
-        return self
 
 
 @dataclass(frozen=True)
@@ -101,50 +57,48 @@ class Integration:
         return FREQUENCIES[self.export_frequency]
 
 
-def response_view(row: BlobStorageIntegration) -> dict[str, Any]:
+def response_view(row: BlobStorageIntegration) -> IntegrationResponse:
     """Langfuse's BlobStorageIntegrationResponse; the secret is never included."""
-    return {
-        "id": row.project_id,
-        "projectId": row.project_id,
-        "type": row.type,
-        "bucketName": row.bucket_name,
-        "endpoint": row.endpoint,
-        "region": row.region,
-        "accessKeyId": row.access_key_id,
-        "prefix": row.prefix,
-        "exportFrequency": row.export_frequency,
-        "enabled": row.enabled,
-        "forcePathStyle": row.force_path_style,
-        "fileType": row.file_type,
-        "exportMode": row.export_mode,
-        "exportStartDate": api_time(row.export_start_date),
-        "compressed": row.compressed,
-        "exportSource": "LEGACY_TRACES_OBSERVATIONS",
-        "exportFieldGroups": None,
-        "nextSyncAt": api_time(row.next_sync_at),
-        "lastSyncAt": api_time(row.last_sync_at),
-        "lastError": row.last_error,
-        "lastErrorAt": api_time(row.last_error_at),
-        "createdAt": api_time(row.created_at),
-        "updatedAt": api_time(row.updated_at),
-    }
+    return IntegrationResponse(
+        id=row.project_id,
+        project_id=row.project_id,
+        type=row.type,
+        bucket_name=row.bucket_name,
+        endpoint=row.endpoint,
+        region=row.region,
+        access_key_id=row.access_key_id,
+        prefix=row.prefix,
+        export_frequency=row.export_frequency,
+        enabled=row.enabled,
+        force_path_style=row.force_path_style,
+        file_type=row.file_type,
+        export_mode=row.export_mode,
+        export_start_date=api_time(row.export_start_date),
+        compressed=row.compressed,
+        next_sync_at=api_time(row.next_sync_at),
+        last_sync_at=api_time(row.last_sync_at),
+        last_error=row.last_error,
+        last_error_at=api_time(row.last_error_at),
+        created_at=api_time(row.created_at) or "",
+        updated_at=api_time(row.updated_at) or "",
+    )
 
 
-def status_view(row: BlobStorageIntegration) -> dict[str, Any]:
+def _sync_status(row: BlobStorageIntegration) -> str:
     if not row.enabled:
-        status = "disabled"
-    elif row.last_error and (not row.last_sync_at or (row.last_error_at or row.last_sync_at) >= row.last_sync_at):
-        status = "error"
-    elif row.next_sync_at and row.next_sync_at <= datetime.now(UTC):
-        status = "queued"
-    elif row.last_sync_at:
-        status = "up_to_date"
-    else:
-        status = "idle"
+        return "disabled"
+    if row.last_error and (not row.last_sync_at or (row.last_error_at or row.last_sync_at) >= row.last_sync_at):
+        return "error"
+    if row.next_sync_at and row.next_sync_at <= datetime.now(UTC):
+        return "queued"
+    return "up_to_date" if row.last_sync_at else "idle"
+
+
+def _status_fields(row: BlobStorageIntegration) -> dict[str, Any]:
     return {
         "id": row.project_id,
         "projectId": row.project_id,
-        "syncStatus": status,
+        "syncStatus": _sync_status(row),
         "enabled": row.enabled,
         "lastSyncAt": api_time(row.last_sync_at),
         "nextSyncAt": api_time(row.next_sync_at),
@@ -153,31 +107,37 @@ def status_view(row: BlobStorageIntegration) -> dict[str, Any]:
     }
 
 
-def progress_view(row: BlobStorageIntegration, now: datetime) -> dict[str, Any]:
+def status_view(row: BlobStorageIntegration) -> IntegrationStatus:
+    return IntegrationStatus.model_validate(_status_fields(row))
+
+
+def progress_view(row: BlobStorageIntegration, now: datetime) -> ExportProgress:
     """Export progress of one project (GET .../blob-storage/status, `tracehouse export status`)."""
     lag = (now - row.last_sync_at).total_seconds() / 60 if row.last_sync_at else None
     pending = (
-        {"start": api_time(row.pending_window_start), "end": api_time(row.pending_window_end)}
+        PendingWindow(start=api_time(row.pending_window_start), end=api_time(row.pending_window_end))
         if row.pending_window_start
         else None
     )
-    return {
-        **status_view(row),
-        "exportedUntil": api_time(row.last_sync_at),
-        "lagMinutes": round(lag, 1) if lag is not None else None,
-        "pendingWindow": pending,
-        "running": row.run_owner is not None,
-        "lastJob": {
-            "finishedAt": api_time(row.last_job_finished_at),
-            "durationMs": row.last_job_duration_ms,
-            "rows": row.last_job_rows,
-            "files": row.last_job_files,
-        },
-        "nextRunAt": api_time(row.next_sync_at),
-    }
+    return ExportProgress.model_validate(
+        {
+            **_status_fields(row),
+            "exportedUntil": api_time(row.last_sync_at),
+            "lagMinutes": round(lag, 1) if lag is not None else None,
+            "pendingWindow": pending,
+            "running": row.run_owner is not None,
+            "lastJob": LastJob(
+                finished_at=api_time(row.last_job_finished_at),
+                duration_ms=row.last_job_duration_ms,
+                rows=row.last_job_rows,
+                files=row.last_job_files,
+            ),
+            "nextRunAt": api_time(row.next_sync_at),
+        }
+    )
 
 
-def upsert_integration(metadata: MetadataDB, box: SecretBox, request: IntegrationRequest) -> dict[str, Any]:
+def upsert_integration(metadata: MetadataDB, box: SecretBox, request: IntegrationRequest) -> IntegrationResponse:
     secret = box.encrypt(request.secret_access_key) if request.secret_access_key else None
     now = datetime.now(UTC)
     with metadata.session() as session:

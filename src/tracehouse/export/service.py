@@ -136,7 +136,7 @@ class ExportJob:
         metadata: MetadataDB,
         box: SecretBox,
         config: ExportConfig,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
         enqueue: Enqueue | None = None,
         clock: Callable[[], datetime] | None = None,
         store_for: Callable[[Integration], BlobStore] | None = None,
@@ -199,10 +199,9 @@ class ExportJob:
             for table in tables:
                 table_started = time.perf_counter()
                 await self._export_table(attempt, table, window)
-                if self._metrics:
-                    self._metrics.blob_export_table_duration.labels(table.name).observe(
-                        (time.perf_counter() - table_started) * 1000
-                    )
+                self._metrics.blob_export_table_duration.labels(table.name).observe(
+                    (time.perf_counter() - table_started) * 1000
+                )
             await self._hold_lease(attempt)  # a newer attempt of this window writes the manifest instead
             await self._write_manifest(attempt, tables)
             figures = state.JobFigures(
@@ -234,9 +233,8 @@ class ExportJob:
             splits=attempt.splits,
             cursorMoved=moved,
         )
-        if self._metrics:
-            self._metrics.blob_export_job_duration.labels(mode).observe(figures.duration_ms)
-            self._metrics.blob_export_lag.labels(project_id).set((self._clock() - window.end).total_seconds())
+        self._metrics.blob_export_job_duration.labels(mode).observe(figures.duration_ms)
+        self._metrics.blob_export_lag.labels(project_id).set((self._clock() - window.end).total_seconds())
         if moved and catching_up and self._enqueue is not None:
             await self._enqueue(project_id, job_id(project_id, window.end))
         return {
@@ -329,8 +327,7 @@ class ExportJob:
                 minTimestamp=iso_ms(window.start),
                 maxTimestamp=iso_ms(window.end),
             )
-            if self._metrics:
-                self._metrics.blob_export_splits.labels(table.name, kind).inc()
+            self._metrics.blob_export_splits.labels(table.name, kind).inc()
             attempt.splits += 1
             return await self._export_table(attempt, table, first) + await self._export_table(attempt, table, second)
         if written is None:
@@ -364,8 +361,7 @@ class ExportJob:
             )
         if result is None:
             return None
-        if self._metrics:
-            self._metrics.blob_export_rows.labels(table.name).inc(result.rows)
+        self._metrics.blob_export_rows.labels(table.name).inc(result.rows)
         return ExportedFile(
             attempt.store.config.key_prefix + key,
             table.name,

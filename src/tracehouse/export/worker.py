@@ -12,12 +12,29 @@ from tracehouse.cron import CronSpec
 from tracehouse.export.integrations import due_integrations
 from tracehouse.export.service import Enqueue, ExportJob, job_id
 from tracehouse.metadata import MetadataDB
-from tracehouse.queues import QueueProducer
+from tracehouse.queues import QueueProducer, QueueSpec, RoleGroup, retry_options
 
 SCHEDULE_QUEUE = "blobstorage-integration-queue"
 PROCESSING_QUEUE = "blobstorage-integration-processing-queue"
 SCHEDULE_CRON = "blob-storage-export-schedule"
 PROCESSING_JOB = "BlobStorageIntegrationProcessingJob"
+BATCH_EXPORT_QUEUE = "batch-export-queue"
+
+QUEUES = [
+    QueueSpec(SCHEDULE_QUEUE, RoleGroup.EXPORT, job_options=retry_options(5, 5_000)),
+    QueueSpec(
+        PROCESSING_QUEUE,
+        RoleGroup.EXPORT,
+        lock_duration_ms=60_000,
+        stalled_interval_ms=120_000,
+        max_stalled_count=3,
+        # Job ids are "<project>-<cursor>"; a finished job must not keep its id, or the next
+        # enqueue for the same cursor would be ignored and the project's export would stall
+        # (the fork's incident). The integration row keeps the last error instead.
+        job_options={**retry_options(5, 30_000), "removeOnComplete": True, "removeOnFail": True},
+    ),
+    QueueSpec(BATCH_EXPORT_QUEUE, RoleGroup.EXPORT, job_options=retry_options(8, 5_000)),
+]
 
 
 def producer_enqueue(producer: QueueProducer) -> Enqueue:

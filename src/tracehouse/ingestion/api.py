@@ -1,4 +1,4 @@
-"""Langfuse's ingestion endpoints: batch ingestion (207) and scores (single object or array)."""
+"""Langfuse's ingestion endpoints: batch ingestion (207), OpenTelemetry traces and scores."""
 
 from __future__ import annotations
 
@@ -9,13 +9,27 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
+from tracehouse.api_common import BadParameter, BadRequest, PayloadTooLarge, Unavailable, error_responses, get_services
+from tracehouse.auth import ProjectAuth, require_project
 from tracehouse.errors import one_line_reason
-from tracehouse.ingestion.models import MAX_BATCH_BYTES, MAX_EVENT_BYTES
+from tracehouse.ingestion.models import (
+    MAX_BATCH_BYTES,
+    MAX_EVENT_BYTES,
+    IngestionRequest,
+    IngestionResponse,
+    OtelExportResponse,
+    OtelPartialSuccess,
+    ScoreBatchAccepted,
+    ScoreBatchError,
+    ScoreBatchResults,
+    ScoreCreated,
+)
 from tracehouse.ingestion.otel import OtelRejected, decode_body, spans_to_events
 from tracehouse.ingestion.service import BatchResult, accept_batch
 from tracehouse.logging import get_logger
-from tracehouse.web.auth import ProjectAuth, require_project
+from tracehouse.runtime import Services
 
 router = APIRouter(tags=["ingestion"])
 
@@ -33,21 +47,17 @@ def _ingestion_meta(request: Request, auth: ProjectAuth) -> dict[str, str]:
     }
 
 
-def _invalid(message: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"message": "Invalid request data", "error": message}, status_code=status)
-
-
 async def _read_json(request: Request) -> Any:
-    """The parsed body, or the error response (413 too large, 400 not JSON) to send instead."""
+    """The parsed body; 413 when too large, 400 when not JSON."""
     body = await request.body()
     if len(body) > MAX_BATCH_BYTES:
-        return _invalid(
-            f"request body is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (4.5 MB). Send smaller batches.", 413
+        raise PayloadTooLarge(
+            f"request body is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (4.5 MB). Send smaller batches."
         )
     try:
         return orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        return _invalid(f"body is not valid JSON: {exc}")
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
 
 
 def _oversized(events: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
@@ -69,82 +79,94 @@ def _oversized(events: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
     return kept, errors
 
 
-async def _accept(request: Request, auth: ProjectAuth, events: list[Any]) -> BatchResult | JSONResponse:
+async def _accept(request: Request, auth: ProjectAuth, services: Services, events: list[Any]) -> BatchResult:
     # No event can be larger than the whole request: measure events only when that is possible.
     if len(await request.body()) > MAX_EVENT_BYTES:
         kept, too_large = _oversized(events)
     else:
         kept, too_large = events, []
-    services = request.app.state.services
     try:
         result = await accept_batch(
             kept,
             project_id=auth.project_id,
             blobs=services.blobs,
-            producer=request.app.state.producer,
+            producer=services.producer,
             ingestion=_ingestion_meta(request, auth),
             metrics=services.metrics,
         )
     except Exception as exc:  # noqa: BLE001 - storage or queue down: nothing was accepted, say so
-        get_logger("tracehouse.ingestion").error(
-            "ingestion_accept_failed", project_id=auth.project_id, error=one_line_reason(exc)
-        )
-        return JSONResponse(
-            {
-                "message": "Ingestion is unavailable; nothing in this request was stored. Retry.",
-                "error": one_line_reason(exc),
-            },
-            status_code=503,
-        )
+        reason = one_line_reason(exc)
+        get_logger("tracehouse.ingestion").error("ingestion_accept_failed", project_id=auth.project_id, error=reason)
+        raise Unavailable("Ingestion is unavailable; nothing in this request was stored. Retry.", reason) from None
     result.errors.extend(too_large)
     return result
 
 
-@router.post("/api/public/ingestion", status_code=207)
-async def ingestion(request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
+@router.post(
+    "/api/public/ingestion",
+    status_code=207,
+    response_model=IngestionResponse,
+    responses=error_responses(400, 401, 413, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": IngestionRequest.model_json_schema()}},
+        }
+    },
+)
+async def ingestion(
+    request: Request, auth: ProjectAuth = Depends(require_project), services: Services = Depends(get_services)
+) -> JSONResponse:
     """Batch ingestion: each event succeeds or fails on its own (HTTP 207)."""
-    payload = await _read_json(request)
-    if isinstance(payload, JSONResponse):
-        return payload
-    if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
-        return JSONResponse(
-            {"message": "Invalid request data", "errors": ["batch: expected an array of events"]}, status_code=400
-        )
-    result = await _accept(request, auth, payload["batch"])
-    if isinstance(result, JSONResponse):
-        return result
-    return JSONResponse({"successes": result.successes, "errors": result.errors}, status_code=207)
+    try:
+        payload = IngestionRequest.model_validate(await _read_json(request))
+    except ValidationError:
+        raise BadParameter("batch", "expected an array of events") from None
+    result = await _accept(request, auth, services, payload.batch)
+    body = IngestionResponse.model_validate({"successes": result.successes, "errors": result.errors})
+    return JSONResponse(body.model_dump(), status_code=207)
 
 
-@router.post("/api/public/otel/v1/traces")
-async def otel_traces(request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
+@router.post(
+    "/api/public/otel/v1/traces",
+    response_model=OtelExportResponse,
+    response_model_exclude_none=True,
+    response_model_by_alias=True,
+    responses=error_responses(400, 401, 413, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "OTLP ExportTraceServiceRequest, protobuf or JSON, optionally gzipped",
+            "content": {
+                "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
+async def otel_traces(
+    request: Request, auth: ProjectAuth = Depends(require_project), services: Services = Depends(get_services)
+) -> OtelExportResponse:
     """OTLP/HTTP traces (protobuf or JSON, gzip accepted), mapped onto Langfuse traces and observations."""
     content_type = request.headers.get("content-type", "")
     version = _header(request, "x-langfuse-ingestion-version")
     if version is not None and (not version.isdigit() or int(version) > 4):
-        return JSONResponse({"error": f"unsupported x-langfuse-ingestion-version {version!r}"}, status_code=400)
+        raise BadParameter("x-langfuse-ingestion-version", f"unsupported version {version!r}")
     try:
         decoded = decode_body(await request.body(), content_type, request.headers.get("content-encoding"))
         events = spans_to_events(decoded, from_protobuf="protobuf" in content_type)
     except OtelRejected as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        raise BadRequest(str(exc)) from None
     if not events:
-        return JSONResponse({}, status_code=200)
-    result = await _accept(request, auth, events)
-    if isinstance(result, JSONResponse):
-        return result
+        return OtelExportResponse()
+    result = await _accept(request, auth, services, events)
     if result.errors:
         # A span whose mapped event is invalid (e.g. bad level) is reported, the rest are stored.
-        return JSONResponse(
-            {
-                "partialSuccess": {
-                    "rejectedSpans": len(result.errors),
-                    "errorMessage": "; ".join(e["error"] for e in result.errors[:5]),
-                }
-            },
-            status_code=200,
+        message = "; ".join(str(e["error"]) for e in result.errors[:5])
+        return OtelExportResponse(
+            partial_success=OtelPartialSuccess(rejected_spans=len(result.errors), error_message=message)
         )
-    return JSONResponse({}, status_code=200)
+    return OtelExportResponse()
 
 
 def _score_event(body: Any) -> Any:
@@ -155,28 +177,41 @@ def _score_event(body: Any) -> Any:
     return {"id": str(uuid.uuid4()), "timestamp": datetime.now(UTC).isoformat(), "type": "score-create", "body": body}
 
 
-@router.post("/api/public/scores")
-async def create_scores(request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
+@router.post(
+    "/api/public/scores",
+    response_model=ScoreCreated | ScoreBatchAccepted | ScoreBatchResults,
+    responses={
+        202: {"model": ScoreBatchAccepted, "description": "Every score of the array was accepted"},
+        207: {"model": ScoreBatchResults, "description": "Some scores of the array were rejected"},
+        **error_responses(400, 401, 413, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "One score object, or an array of them",
+            "content": {"application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array"}]}}},
+        }
+    },
+)
+async def create_scores(
+    request: Request, auth: ProjectAuth = Depends(require_project), services: Services = Depends(get_services)
+) -> JSONResponse:
     """One score object (answers `{id}`) or a JSON array of them (202, or 207 when some are rejected)."""
     payload = await _read_json(request)
-    if isinstance(payload, JSONResponse):
-        return payload
     single = not isinstance(payload, list)
     events = [_score_event(item) for item in ([payload] if single else payload)]
-    result = await _accept(request, auth, events)
-    if isinstance(result, JSONResponse):
-        return result
+    result = await _accept(request, auth, services, events)
     if single:
         if result.errors:
             error = result.errors[0]
             return JSONResponse({"message": error["message"], "error": error["error"]}, status_code=error["status"])
-        return JSONResponse({"id": events[0]["body"]["id"]}, status_code=200)
+        return JSONResponse(ScoreCreated(id=events[0]["body"]["id"]).model_dump(), status_code=200)
     if not result.errors:
-        return JSONResponse({"message": "Accepted"}, status_code=202)
-    by_event = {e["id"]: e["body"].get("id") if isinstance(e, dict) else None for e in events if isinstance(e, dict)}
-    accepted = [by_event.get(s["id"]) for s in result.successes]
-    rejected = [
-        {"id": by_event.get(e["id"]), "status": e["status"], "message": e["message"], "error": e["error"]}
+        return JSONResponse(ScoreBatchAccepted().model_dump(), status_code=202)
+    score_of = {e["id"]: e["body"].get("id") for e in events if isinstance(e, dict)}
+    errors = [
+        ScoreBatchError(id=score_of.get(e["id"]), status=e["status"], message=e["message"], error=e["error"])
         for e in result.errors
     ]
-    return JSONResponse({"accepted": accepted, "rejected": len(rejected), "errors": rejected}, status_code=207)
+    results = ScoreBatchResults(accepted=len(result.successes), rejected=len(errors), errors=errors)
+    return JSONResponse(results.model_dump(), status_code=207)

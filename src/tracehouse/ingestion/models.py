@@ -324,3 +324,82 @@ def validate_event(raw: Any) -> dict[str, Any] | None:
         "entity": entity,
         "body": normalized,
     }
+
+
+# --- request and response bodies (Langfuse's public schemas) ------------------------------------
+class IngestionEvent(BaseModel):
+    """One event of a batch; `body` is checked per event type (traces, observations, scores)."""
+
+    id: str
+    timestamp: str = Field(description="ISO 8601 with a time zone offset")
+    type: str = Field(description="trace-create, span-create, generation-update, score-create, sdk-log, ...")
+    body: dict[str, Any]
+    metadata: Any = None
+
+
+class IngestionRequest(BaseModel):
+    """The body of POST /api/public/ingestion. Events are validated one by one (a bad one fails alone)."""
+
+    batch: list[Any] = Field(json_schema_extra={"items": IngestionEvent.model_json_schema()})
+    metadata: Any = None
+
+
+class IngestionSuccess(BaseModel):
+    id: str
+    status: int
+
+
+class IngestionError(BaseModel):
+    id: str
+    status: int
+    message: str | None = None
+    error: str | None = None
+
+
+class IngestionResponse(BaseModel):
+    """HTTP 207: each event succeeded or failed on its own."""
+
+    successes: list[IngestionSuccess]
+    errors: list[IngestionError]
+
+
+class OtelPartialSuccess(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    rejected_spans: int = Field(alias="rejectedSpans")
+    error_message: str = Field(alias="errorMessage")
+
+
+class OtelExportResponse(BaseModel):
+    """OTLP/HTTP's ExportTraceServiceResponse in JSON: empty, or the spans that were rejected."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    partial_success: OtelPartialSuccess | None = Field(None, alias="partialSuccess")
+
+
+class ScoreCreated(BaseModel):
+    """POST /api/public/scores with one score object."""
+
+    id: str
+
+
+class ScoreBatchAccepted(BaseModel):
+    """POST /api/public/scores with an array, every score accepted (HTTP 202)."""
+
+    message: Literal["Accepted"] = "Accepted"
+
+
+class ScoreBatchError(BaseModel):
+    id: str | None = None
+    status: int
+    message: str
+    error: str | None = None
+
+
+class ScoreBatchResults(BaseModel):
+    """POST /api/public/scores with an array, some rejected (HTTP 207): counts and the errors."""
+
+    accepted: int
+    rejected: int
+    errors: list[ScoreBatchError]

@@ -197,7 +197,7 @@ class ClickHouseWriter:
         interval_ms: int = 100,
         max_attempts: int = 3,
         retry_delay_ms: int = 100,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
     ) -> None:
         self._ch = clickhouse
         self._batch_size = batch_size
@@ -309,14 +309,12 @@ class ClickHouseWriter:
             {"keys": sorted(expected), "stamp": stamp_ms},
             workload=Workload.INGESTION,
         )
-        if self._metrics:
-            self._metrics.ingestion_verify_seconds.observe(time.perf_counter() - started)
+        self._metrics.ingestion_verify_seconds.observe(time.perf_counter() - started)
         return int(found[0]["n"]) >= len(expected)
 
     def _record(self, table: str, rows: int, seconds: float) -> None:
-        if self._metrics:
-            self._metrics.ingestion_rows_written.labels(table).inc(rows)
-            self._metrics.ingestion_write_seconds.labels(table).observe(seconds)
+        self._metrics.ingestion_rows_written.labels(table).inc(rows)
+        self._metrics.ingestion_write_seconds.labels(table).observe(seconds)
 
     async def close(self) -> None:
         """Flush what is buffered, then stop the timer."""

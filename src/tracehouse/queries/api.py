@@ -6,17 +6,17 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from tracehouse.clickhouse import ClickHouseError, ClickHouseErrorKind
+from tracehouse.api_common import BadParameter, NotFound
+from tracehouse.auth import ProjectAuth, require_project
 from tracehouse.metadata import get_project
 from tracehouse.queries.service import (
     OBSERVATION_GROUPS,
     TRACE_FIELDS,
     TRACE_ORDER_COLUMNS,
-    BadParameter,
     Filter,
     ReadService,
     cursor_page,
@@ -27,7 +27,6 @@ from tracehouse.queries.service import (
     split_list,
 )
 from tracehouse.timefmt import ch_time
-from tracehouse.web.auth import ProjectAuth, require_project
 
 router = APIRouter(tags=["read"])
 OBSERVATION_TYPES = {
@@ -49,48 +48,8 @@ def _service(request: Request) -> ReadService:
     return ReadService(request.app.state.services.clickhouse)
 
 
-def query_error(exc: ClickHouseError) -> JSONResponse:
-    """The interactive class's limits answer as clear JSON errors, never a 500 traceback."""
-    if exc.kind is ClickHouseErrorKind.TIMEOUT:
-        return JSONResponse(
-            {
-                "error": "QueryTimeout",
-                "message": "The query took longer than the interactive timeout; narrow the time range or filters.",
-            },
-            status_code=504,
-        )
-    if exc.kind in (ClickHouseErrorKind.MEMORY_LIMIT, ClickHouseErrorKind.OVERCOMMIT):
-        return JSONResponse(
-            {
-                "error": "QueryTooLarge",
-                "message": "The query needed more memory than the "
-                "interactive limit allows; narrow the time range or filters.",
-            },
-            status_code=503,
-        )
-    return JSONResponse({"error": "QueryFailed", "message": str(exc).splitlines()[0][:300]}, status_code=500)
-
-
-def bad_request(exc: BadParameter) -> JSONResponse:
-    return JSONResponse(
-        {"message": "Invalid request data", "error": str(exc), "parameter": exc.parameter}, status_code=400
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Engine limits and bad parameters answer as JSON from any route, never as a 500 traceback."""
-
-    @app.exception_handler(ClickHouseError)
-    async def _engine(_request: Request, exc: ClickHouseError) -> JSONResponse:
-        return query_error(exc)
-
-    @app.exception_handler(BadParameter)
-    async def _parameter(_request: Request, exc: BadParameter) -> JSONResponse:
-        return bad_request(exc)
-
-
 def not_found(what: str) -> JSONResponse:
-    return JSONResponse({"error": "LangfuseNotFoundError", "message": f"{what} not found"}, status_code=404)
+    return JSONResponse(NotFound(f"{what} not found").body(), status_code=404)
 
 
 def _time_range(

@@ -17,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from tracehouse.api_common import BadParameter
 from tracehouse.clickhouse import ClickHouse, Workload
 from tracehouse.timefmt import api_time, ch_time
 
@@ -33,12 +34,6 @@ TRACE_ORDER_COLUMNS = {
 }
 TRACE_FIELDS = {"core", "io", "scores", "observations", "metrics"}
 PAGE = "LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
-
-
-class BadParameter(ValueError):
-    def __init__(self, parameter: str, message: str) -> None:
-        super().__init__(f"{parameter}: {message}")
-        self.parameter = parameter
 
 
 def parse_json(value: Any) -> Any:

@@ -52,8 +52,10 @@ def redis_client(url: str) -> aioredis.Redis:
     return aioredis.Redis(decode_responses=True, **opts)
 
 
-async def ping_redis(url: str, timeout_s: float = 5.0) -> None:
-    client = redis_client(url)
+async def ping_redis(url: str, *, client: aioredis.Redis | None = None) -> None:
+    """Raise DependencyUnavailable unless Redis answers PING (on `client` if given, else a new one)."""
+    own = client is None
+    client = client if client is not None else redis_client(url)
     try:
         client_ok = await client.ping()
         if not client_ok:
@@ -62,4 +64,5 @@ async def ping_redis(url: str, timeout_s: float = 5.0) -> None:
         reason = one_line_reason(exc)
         raise DependencyUnavailable("Redis", describe(url), reason) from None
     finally:
-        await client.aclose()
+        if own:
+            await client.aclose()

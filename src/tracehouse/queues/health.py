@@ -66,7 +66,7 @@ async def check_queues(
     stuck_after_s: float,
     worker_running: bool | None = None,
     worker_concurrency: dict[str, int] | None = None,
-    metrics: Metrics | None = None,
+    metrics: Metrics,
 ) -> QueueHealth:
     """Health of `queues`; only queues in `expected` (those that should have consumers) can be stuck."""
     try:
@@ -100,10 +100,9 @@ async def check_queues(
                 "idle_seconds": round(idle_s, 1),
                 "last_activity_ms": last_move or None,
             }
-    if metrics:
-        for queue, by_state in counts.items():
-            for state, value in by_state.items():
-                metrics.set_depth(queue, state, value)
+    for queue, by_state in counts.items():
+        for state, value in by_state.items():
+            metrics.set_depth(queue, state, value)
     worker_ok = True if worker_running is None else worker_running
     healthy = not stuck and worker_ok
     details: dict[str, Any] = {

@@ -47,21 +47,19 @@ def _bounded_result(result: Any) -> Any:
 
 
 def instrument(
-    queue: str, processor: Processor, *, metrics: Metrics | None, activity: ActivityTracker | None, log: Any
+    queue: str, processor: Processor, *, metrics: Metrics, activity: ActivityTracker | None, log: Any
 ) -> Processor:
     """Wrap a processor with metrics, activity tracking and bounded errors and results."""
 
     async def run(job: Any, token: str) -> Any:
         started = time.perf_counter()
-        if metrics:
-            metrics.job_started(queue)
+        metrics.job_started(queue)
         if activity:
             await activity.touch(queue, "started")
         try:
             result = await processor(job, token)
         except Exception as exc:
-            if metrics:
-                metrics.job_finished(queue, "failed", time.perf_counter() - started)
+            metrics.job_finished(queue, "failed", time.perf_counter() - started)
             if activity:
                 await activity.touch(queue, "failed")
             stored = _bounded_error(exc)
@@ -73,8 +71,7 @@ def instrument(
             if isinstance(exc, UnrecoverableError):
                 raise UnrecoverableError(stored) from None
             raise JobFailed(stored) from None
-        if metrics:
-            metrics.job_finished(queue, "completed", time.perf_counter() - started)
+        metrics.job_finished(queue, "completed", time.perf_counter() - started)
         if activity:
             await activity.touch(queue, "completed")
         return _bounded_result(result)
@@ -91,9 +88,9 @@ class QueueRunner:
         specs: list[QueueSpec],
         processors: Mapping[str, Processor],
         *,
+        metrics: Metrics,
         prefix: str = "bull",
         logger: Any = None,
-        metrics: Metrics | None = None,
         activity: ActivityTracker | None = None,
     ) -> None:
         missing = [s.name for s in specs if s.name not in processors]

@@ -1,26 +1,22 @@
 """Usage metering: traces, observations and scores created per project per hour.
 
-Runs as an exactly-once cron job on `cloud-usage-metering-queue` (Langfuse's name) a few minutes
-after each hour, counting rows by `created_at` for the previous full hour. Each hour's counts
-replace whatever was stored for it, so a re-run of an hour is harmless.
+Counts rows by `created_at` for one hour; each hour's counts replace whatever was stored for it,
+so a re-run of an hour is harmless. The cron that runs it lives in `worker.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tracehouse.clickhouse import ClickHouse, Workload
-from tracehouse.cron import CronSpec
 from tracehouse.metadata import MetadataDB
 from tracehouse.metadata.models import UsageHourly
 from tracehouse.timefmt import ch_time
+from tracehouse.usage.models import HourUsage
 
-USAGE_CRON = "usage-metering"
-USAGE_QUEUE = "cloud-usage-metering-queue"
 KINDS = ("traces", "observations", "scores")
 
 # Unique ids, not rows: an entity updated three times in the hour counts once. Deleted rows too.
@@ -29,15 +25,6 @@ _COUNT_SQL = " UNION ALL ".join(
     "WHERE created_at >= {start:DateTime64(3)} AND created_at < {end:DateTime64(3)} GROUP BY project_id"
     for table in KINDS
 )
-
-
-@dataclass(frozen=True)
-class HourUsage:
-    project_id: str
-    hour: datetime
-    traces: int
-    observations: int
-    scores: int
 
 
 async def count_created(clickhouse: ClickHouse, start: datetime, end: datetime) -> dict[str, dict[str, int]]:
@@ -58,24 +45,6 @@ def store_hour(session: Session, start: datetime, _end: datetime, counts: dict[s
     session.execute(delete(UsageHourly).where(UsageHourly.hour == start))
     for project_id, by_kind in counts.items():
         session.add(UsageHourly(project_id=project_id, hour=start, **by_kind))
-
-
-def usage_cron(
-    clickhouse: ClickHouse, *, period: timedelta = timedelta(hours=1), repeat: dict | None = None
-) -> CronSpec:
-    async def compute(start: datetime, end: datetime) -> dict[str, dict[str, int]]:
-        return await count_created(clickhouse, start, end)
-
-    return CronSpec(
-        name=USAGE_CRON,
-        queue=USAGE_QUEUE,
-        period=period,
-        repeat=repeat or {"pattern": "5 * * * *"},
-        compute=compute,
-        apply=store_hour,
-        # Rows of an hour may still arrive for a short while after it ends.
-        settle=min(timedelta(minutes=5), period / 2),
-    )
 
 
 def usage_for_project(

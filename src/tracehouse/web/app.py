@@ -8,17 +8,15 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 
 from tracehouse import __version__
+from tracehouse.auth import KeyVerifier
 from tracehouse.export import api as export_api
 from tracehouse.ingestion import api as ingestion_api
 from tracehouse.queries import api as queries_api
-from tracehouse.queues import QUEUES, QueueProducer
 from tracehouse.runtime import Services
 from tracehouse.usage import api as usage_api
-from tracehouse.web import health, queues_api
-from tracehouse.web.auth import AuthError, KeyVerifier
+from tracehouse.web import errors, health, queues_api
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -26,7 +24,7 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 def create_app(
     services: Services, *, background: Lifespan | None = None, expected_queues: list[str] | None = None
 ) -> FastAPI:
-    """Build the web app over already-opened services.
+    """Build the web app over already-opened services (the caller closes them).
 
     `background` runs inside the app's lifespan: `serve` passes the queue workers here so the
     whole system starts and stops with the web server.
@@ -42,9 +40,6 @@ def create_app(
                     yield
         finally:
             app.state.shutting_down = True
-            await app.state.producer.close()
-            if app.state.redis is not None:
-                await app.state.redis.aclose()
 
     app = FastAPI(
         title="tracehouse",
@@ -57,24 +52,13 @@ def create_app(
     app.state.services = services
     app.state.shutting_down = False
     app.state.key_verifier = KeyVerifier(services.metadata, salt=services.settings.salt)
-    # The plain Redis client is made on first use (queues_api.app_redis) and closed with the app.
-    app.state.redis = None
-    app.state.producer = QueueProducer(services.redis_connection, QUEUES, prefix=services.settings.redis_key_prefix)
     # Queues that some worker should be consuming (stuck detection only applies to these).
     app.state.expected_queues = expected_queues if expected_queues is not None else []
 
-    @app.exception_handler(AuthError)
-    async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:
-        return JSONResponse({"error": "UnauthorizedError", "message": exc.message}, status_code=401)
-
     _install_request_metrics(app, services)
-    app.include_router(health.router)
-    app.include_router(queues_api.router)
-    app.include_router(usage_api.router)
-    app.include_router(ingestion_api.router)
-    app.include_router(queries_api.router)
-    queries_api.install_error_handlers(app)
-    app.include_router(export_api.router)
+    errors.install(app)
+    for module in (health, queues_api, usage_api, ingestion_api, queries_api, export_api):
+        app.include_router(module.router)
     return app
 
 

@@ -9,30 +9,52 @@ from __future__ import annotations
 
 from typing import Any
 
-from bullmq import Job, Queue
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
-from tracehouse.queues import QUEUES, redis_client
+from tracehouse.api_common import NotFound, error_responses, get_services
+from tracehouse.auth import Access, require_admin_or_project
+from tracehouse.capabilities import QUEUES
 from tracehouse.queues.health import check_queues
-from tracehouse.web.auth import AuthError, require_project
-
-
-def app_redis(app: Any) -> Any:
-    """The app's plain Redis client, created when first needed."""
-    if app.state.redis is None:
-        app.state.redis = redis_client(app.state.services.redis_url)
-    return app.state.redis
-
+from tracehouse.runtime import Services
 
 router = APIRouter(tags=["queues"])
 
 
-@router.get("/api/health/queue")
-async def queue_health(request: Request) -> JSONResponse:
-    services = request.app.state.services
+class QueueHealthResponse(BaseModel):
+    healthy: bool
+    redis: bool
+    queue: bool = Field(description="no queue is stuck")
+    worker: bool
+    details: dict[str, Any] = Field(description="redis_status, queue_counts, stuck_queues, stuck_threshold_seconds")
+
+
+class JobStatus(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str | None
+    name: str | None
+    queue: str
+    state: str = Field(description="waiting, delayed, active, completed, failed or unknown")
+    progress: Any
+    attempts_made: int = Field(alias="attemptsMade")
+    failed_reason: str | None = Field(alias="failedReason")
+    data: dict[str, Any]
+    return_value: Any = Field(alias="returnValue")
+    timestamp: int | None
+    processed_on: int | None = Field(alias="processedOn")
+    finished_on: int | None = Field(alias="finishedOn")
+
+
+@router.get(
+    "/api/health/queue",
+    response_model=QueueHealthResponse,
+    responses={503: {"model": QueueHealthResponse, "description": "Redis unreachable or a queue is stuck"}},
+)
+async def queue_health(request: Request, services: Services = Depends(get_services)) -> JSONResponse:
     health = await check_queues(
-        app_redis(request.app),
+        services.redis,
         services.settings.redis_key_prefix,
         queues=list(QUEUES),
         expected=request.app.state.expected_queues,
@@ -42,45 +64,36 @@ async def queue_health(request: Request) -> JSONResponse:
     return JSONResponse(health.body, status_code=200 if health.healthy else 503)
 
 
-def job_view(job: Job, state: str) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "name": job.name,
-        "queue": job.queue.name if hasattr(job.queue, "name") else None,
-        "state": state,
-        "progress": job.progress,
-        "attemptsMade": job.attemptsMade,
-        "failedReason": job.failedReason,
-        "data": job.data,
-        "returnValue": job.returnvalue,
-        "timestamp": job.timestamp,
-        "processedOn": job.processedOn,
-        "finishedOn": job.finishedOn,
-    }
-
-
-async def _authorize(request: Request, job: Job | None) -> None:
-    admin_key = request.app.state.services.settings.admin_api_key
-    header = request.headers.get("authorization", "")
-    if admin_key and header == f"Bearer {admin_key}":
-        return
-    auth = await require_project(request)
-    if job is not None and (job.data or {}).get("projectId") != auth.project_id:
-        raise AuthError("This job does not belong to your project")
-
-
-@router.get("/api/admin/queues/{queue}/jobs/{job_id}")
-async def job_status(queue: str, job_id: str, request: Request) -> JSONResponse:
+@router.get(
+    "/api/admin/queues/{queue}/jobs/{job_id}",
+    response_model=JobStatus,
+    response_model_by_alias=True,
+    responses=error_responses(400, 401, 404),
+)
+async def job_status(
+    queue: str,
+    job_id: str,
+    access: Access = Depends(require_admin_or_project),
+    services: Services = Depends(get_services),
+) -> JobStatus:
     if queue not in QUEUES:
-        return JSONResponse({"error": "NotFound", "message": f"unknown queue {queue!r}"}, status_code=404)
-    services = request.app.state.services
-    handle = Queue(queue, {"connection": services.redis_connection, "prefix": services.settings.redis_key_prefix})
-    try:
-        job = await handle.getJob(job_id)
-        await _authorize(request, job)
-        if job is None:
-            return JSONResponse({"error": "NotFound", "message": f"no job {job_id!r} in {queue}"}, status_code=404)
-        state = await handle.getJobState(job_id)
-        return JSONResponse(job_view(job, state))
-    finally:
-        await handle.close()
+        raise NotFound(f"unknown queue {queue!r}")
+    handle = services.producer.queue(queue)
+    job = await handle.getJob(job_id)
+    # A job of another project is answered exactly like a missing one: ids must not be probeable.
+    if job is None or (not access.is_admin and (job.data or {}).get("projectId") != access.project_id):
+        raise NotFound(f"no job {job_id!r} in {queue}")
+    return JobStatus(
+        id=job.id,
+        name=job.name,
+        queue=queue,
+        state=await handle.getJobState(job_id),
+        progress=job.progress,
+        attempts_made=job.attemptsMade,
+        failed_reason=job.failedReason,
+        data=job.data or {},
+        return_value=job.returnvalue,
+        timestamp=job.timestamp,
+        processed_on=job.processedOn,
+        finished_on=job.finishedOn,
+    )

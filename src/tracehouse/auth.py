@@ -1,7 +1,8 @@
-"""Project authentication as Langfuse does it: HTTP Basic with a project's public and secret key.
+"""Who is calling: project keys (HTTP Basic, as Langfuse) and the admin key (Bearer).
 
 Verified keys are cached briefly in memory so a busy ingestion endpoint costs one database lookup
 per key per minute, not one per request. A revoked key stops working within the cache TTL.
+Every comparison of a presented secret is constant-time.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hmac
 import time
 from dataclasses import dataclass
 
 from fastapi import Request
 
+from tracehouse.api_common import AuthError, Forbidden
 from tracehouse.metadata import MetadataDB, verify_api_key
 
 
@@ -23,12 +26,20 @@ class ProjectAuth:
     public_key: str
 
 
-class AuthError(Exception):
-    """Answered as 401 with Langfuse's `{error, message}` body."""
+@dataclass(frozen=True)
+class Access:
+    """The admin key (every project) or one project's key."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    project_id: str | None  # None = admin
+
+    @property
+    def is_admin(self) -> bool:
+        return self.project_id is None
+
+    def check(self, project_id: str, what: str = "project") -> None:
+        """Raise 403 unless this caller may act on `project_id`'s resource."""
+        if self.project_id is not None and self.project_id != project_id:
+            raise Forbidden(f"this key cannot manage {what} {project_id}")
 
 
 class KeyVerifier:
@@ -69,6 +80,15 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     return public_key, secret_key
 
 
+def is_admin(request: Request) -> bool:
+    """The request carries `Authorization: Bearer $ADMIN_API_KEY` (and an admin key is configured)."""
+    admin_key = request.app.state.services.settings.admin_api_key
+    if not admin_key:
+        return False
+    presented = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(presented, f"Bearer {admin_key}".encode())
+
+
 async def require_project(request: Request) -> ProjectAuth:
     """FastAPI dependency for every project-scoped route."""
     public_key, secret_key = parse_basic(request.headers.get("authorization"))
@@ -77,3 +97,10 @@ async def require_project(request: Request) -> ProjectAuth:
     if project_id is None:
         raise AuthError("Invalid credentials. Confirm that you've configured the correct host.")
     return ProjectAuth(project_id=project_id, public_key=public_key)
+
+
+async def require_admin_or_project(request: Request) -> Access:
+    """FastAPI dependency for resources an admin may manage for any project and a project key for its own."""
+    if is_admin(request):
+        return Access(project_id=None)
+    return Access(project_id=(await require_project(request)).project_id)

@@ -1,0 +1,219 @@
+"""Ingestion's queue side: the `ingestion-queue` spec and its processor (merge and write).
+
+For each batch: lock its entities, read their earlier events from the event log, fold every event
+of those entities into final rows, write the log rows and the final rows through the verifying
+writer, and only then let the job complete. A job on its last attempt that still cannot write
+records its entities as dead letters, from where `tracehouse dlq replay` re-runs the raw batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from tracehouse.blobs import BlobStore
+from tracehouse.clickhouse import ClickHouse
+from tracehouse.ingestion.merge import implicit_trace_id, observation_row, score_row, trace_row
+from tracehouse.ingestion.service import (
+    INGESTION_QUEUE,
+    TABLE_OF,
+    HistoryReader,
+    log_rows,
+    record_dead_letters,
+)
+from tracehouse.ingestion.writer import ClickHouseWriter
+from tracehouse.logging import get_logger
+from tracehouse.metadata import MetadataDB
+from tracehouse.metrics import Metrics
+from tracehouse.queues import QueueSpec, RoleGroup, retry_options
+
+QUEUES = [QueueSpec(INGESTION_QUEUE, RoleGroup.INGESTION, concurrency=20, job_options=retry_options(6, 5_000))]
+
+# Take every free key (SET NX PX) in one round trip; answer which were taken.
+_ACQUIRE = """
+local taken = {}
+for i, key in ipairs(KEYS) do
+  taken[i] = redis.call('set', key, ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+end
+return taken
+"""
+# Release only keys still holding our token (an expired lock may belong to someone else now).
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then redis.call('del', key) end
+end
+return 1
+"""
+
+
+class EntityLocks:
+    """Short Redis locks so two batches never merge the same entity at once (in any process)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, *, ttl_ms: int = 60_000, wait_s: float = 30.0) -> None:
+        self._client = client
+        self._prefix = f"{prefix}:tracehouse:lock"
+        self._ttl_ms = ttl_ms
+        self._wait_s = wait_s
+
+    @asynccontextmanager
+    async def hold(self, keys: list[str]) -> AsyncIterator[None]:
+        token = secrets.token_hex(8)
+        wanted = sorted({f"{self._prefix}:{key}" for key in keys})
+        held: list[str] = []
+        deadline = time.monotonic() + self._wait_s
+        try:
+            while wanted:
+                taken = await self._client.eval(_ACQUIRE, len(wanted), *wanted, token, self._ttl_ms)
+                held += [k for k, ok in zip(wanted, taken, strict=True) if ok]
+                wanted = [k for k, ok in zip(wanted, taken, strict=True) if not ok]
+                if wanted:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"entities busy in another batch: {wanted[:3]}")
+                    await asyncio.sleep(0.02)
+            yield
+        finally:
+            if held:
+                await self._client.eval(_RELEASE, len(held), *held, token)
+
+
+class IngestionProcessor:
+    """The `ingestion-queue` processor."""
+
+    def __init__(
+        self,
+        *,
+        clickhouse: ClickHouse,
+        blobs: BlobStore,
+        writer: ClickHouseWriter,
+        locks: EntityLocks,
+        metadata: MetadataDB,
+        metrics: Metrics,
+    ) -> None:
+        self._ch = clickhouse
+        self._blobs = blobs
+        self._writer = writer
+        self._locks = locks
+        self._metadata = metadata
+        self._metrics = metrics
+        self._history_reader = HistoryReader(clickhouse)
+        self._log = get_logger("tracehouse.ingestion")
+
+    async def __call__(self, job: Any, token: str) -> dict[str, Any]:
+        data = job.data
+        try:
+            written = await self.process(data["projectId"], data["batchKey"])
+        except Exception as exc:
+            attempts = int(job.opts.get("attempts", 1))
+            if job.attemptsMade + 1 >= attempts:
+                await self._dead_letter(data["projectId"], data["batchKey"], exc, job.attemptsMade + 1)
+            raise
+        if data.get("receivedAt"):
+            self._metrics.ingestion_lag_seconds.observe(max(0.0, time.time() - float(data["receivedAt"])))
+        return written
+
+    async def process(self, project_id: str, batch_key: str) -> dict[str, int]:
+        document = orjson.loads(await self._blobs.get(batch_key))
+        events: list[dict[str, Any]] = document["events"]
+        received_at = datetime.fromisoformat(document["receivedAt"])
+        entities = {(e["entity"], e["body"]["id"]) for e in events}
+        lock_keys = [f"{project_id}:{entity}:{entity_id}" for entity, entity_id in entities]
+        async with self._locks.hold(lock_keys):
+            # Earlier batches' events come from the log, this batch's from memory; the log rows and the
+            # final rows are then written in the same flush. Both are verified before the locks are
+            # released, so the next batch touching these entities sees this one's events.
+            history = await self._history(project_id, entities)
+            for event in events:
+                slot = history.setdefault(
+                    (event["entity"], event["body"]["id"]), {"events": [], "created_at": received_at}
+                )
+                if all(known["id"] != event["id"] for known in slot["events"]):
+                    slot["events"].append(event)
+                slot["created_at"] = min(slot["created_at"], received_at)
+            rows = self._rows(project_id, history, document)
+            writes = {"ingestion_event_log": log_rows(project_id, batch_key, received_at, events), **rows}
+            await asyncio.gather(*(self._writer.write(table, table_rows) for table, table_rows in writes.items()))
+        return {table: len(table_rows) for table, table_rows in rows.items()}
+
+    async def _history(self, project_id: str, entities: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """Every logged event of these entities (by the log's sorting key, shared with concurrent jobs)."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        rows = await self._history_reader.read({(project_id, entity, entity_id) for entity, entity_id in entities})
+        for row in rows:
+            slot = found.setdefault((row["entity"], row["entity_id"]), {"events": [], "created_at": row["received_at"]})
+            slot["created_at"] = min(slot["created_at"], row["received_at"])
+            slot["events"].append(
+                {
+                    "id": row["event_id"],
+                    "type": row["event_type"],
+                    "timestamp": row["event_time"].isoformat(),
+                    "body": orjson.loads(row["body"]),
+                }
+            )
+        return found
+
+    @staticmethod
+    def _rows(project_id: str, history: dict[tuple[str, str], dict], document: dict[str, Any]) -> dict[str, list]:
+        ingestion = {k: document.get(k, "") for k in ("publicKey", "sdkName", "sdkVersion")}
+        rows: dict[str, list[dict[str, Any]]] = {"traces": [], "observations": [], "scores": []}
+        for (entity, entity_id), slot in history.items():
+            created = slot["created_at"]
+            if entity == "trace":
+                rows["traces"].append(trace_row(project_id, entity_id, slot["events"], created))
+            elif entity == "observation":
+                row = observation_row(project_id, entity_id, slot["events"], created)
+                rows["observations"].append(row)
+                if row["trace_id"] == implicit_trace_id(project_id, entity_id):
+                    # An observation sent without a trace gets one, so reads can find it.
+                    rows["traces"].append(
+                        trace_row(
+                            project_id,
+                            row["trace_id"],
+                            [
+                                {
+                                    "id": f"implicit-{entity_id}",
+                                    "type": "trace-create",
+                                    "timestamp": row["start_time"],
+                                    "body": {"name": row["name"]},
+                                }
+                            ],
+                            created,
+                        )
+                    )
+            else:
+                rows["scores"].append(score_row(project_id, entity_id, slot["events"], created, ingestion))
+        return {table: table_rows for table, table_rows in rows.items() if table_rows}
+
+    async def _dead_letter(self, project_id: str, batch_key: str, exc: BaseException, attempts: int) -> None:
+        try:
+            document = json.loads(await self._blobs.get(batch_key))
+            entities = sorted({(e["entity"], e["body"]["id"]) for e in document["events"]})
+        except Exception:  # noqa: BLE001 - record the batch even if its blob cannot be read now
+            entities = [("batch", batch_key)]
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        await asyncio.to_thread(
+            record_dead_letters,
+            self._metadata,
+            project_id=project_id,
+            batch_key=batch_key,
+            entities=entities,
+            error=error,
+            attempts=attempts,
+        )
+        for entity, _ in entities:
+            self._metrics.ingestion_rows_dead_lettered.labels(TABLE_OF.get(entity, entity)).inc()
+        self._log.error(
+            "ingestion_dead_lettered",
+            project_id=project_id,
+            batch_key=batch_key,
+            entities=len(entities),
+            error=error[:500],
+        )
