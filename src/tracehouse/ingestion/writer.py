@@ -12,156 +12,153 @@ callers get `WriteFailed` and nothing is dropped silently: the job fails and the
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
 
-from tracehouse.clickhouse import ClickHouse, ClickHouseError, Workload
+from tracehouse.clickhouse import ClickHouse, ClickHouseError, Table, Workload, catalog
+from tracehouse.clickhouse.catalog import arrow_type, split_type
 from tracehouse.logging import get_logger
 from tracehouse.metrics import Metrics
 
-TS = pa.timestamp("ms", tz="UTC")
-STR_MAP = pa.map_(pa.string(), pa.string())
-INT_MAP = pa.map_(pa.string(), pa.uint64())
-DEC_MAP = pa.map_(pa.string(), pa.decimal128(18, 12))
+# The columns the writer fills, in insert order; the others take their ClickHouse defaults. Types come
+# from the catalog, so an insert always carries exactly the column types the migrations created.
+WRITTEN_COLUMNS: dict[str, tuple[str, ...]] = {
+    "traces": (
+        "id",
+        "project_id",
+        "timestamp",
+        "name",
+        "user_id",
+        "session_id",
+        "release",
+        "version",
+        "environment",
+        "metadata",
+        "tags",
+        "public",
+        "bookmarked",
+        "input",
+        "output",
+        "created_at",
+        "updated_at",
+        "event_ts",
+        "is_deleted",
+    ),
+    "observations": (
+        "id",
+        "trace_id",
+        "project_id",
+        "type",
+        "parent_observation_id",
+        "start_time",
+        "end_time",
+        "name",
+        "metadata",
+        "level",
+        "status_message",
+        "version",
+        "environment",
+        "input",
+        "output",
+        "provided_model_name",
+        "model_parameters",
+        "provided_usage_details",
+        "usage_details",
+        "provided_cost_details",
+        "cost_details",
+        "total_cost",
+        "completion_start_time",
+        "prompt_name",
+        "prompt_version",
+        "created_at",
+        "updated_at",
+        "event_ts",
+        "is_deleted",
+    ),
+    "scores": (
+        "id",
+        "project_id",
+        "timestamp",
+        "environment",
+        "trace_id",
+        "observation_id",
+        "session_id",
+        "dataset_run_id",
+        "name",
+        "value",
+        "source",
+        "comment",
+        "metadata",
+        "config_id",
+        "queue_id",
+        "execution_trace_id",
+        "data_type",
+        "string_value",
+        "long_string_value",
+        "created_at",
+        "updated_at",
+        "event_ts",
+        "is_deleted",
+        "ingestion_api_key",
+        "ingestion_sdk_name",
+        "ingestion_sdk_version",
+    ),
+    "ingestion_event_log": (
+        "project_id",
+        "entity",
+        "entity_id",
+        "event_id",
+        "event_type",
+        "event_time",
+        "body",
+        "batch_key",
+        "received_at",
+        "event_ts",
+    ),
+}
 
+
+def _arrow_schema(table: Table, names: tuple[str, ...]) -> pa.Schema:
+    return pa.schema([(c.name, arrow_type(c.ch_type)) for c in table.columns_named(names)])
+
+
+# Built once at import: flushes only look them up.
 SCHEMAS: dict[str, pa.Schema] = {
-    "traces": pa.schema(
-        [
-            ("id", pa.string()),
-            ("project_id", pa.string()),
-            ("timestamp", TS),
-            ("name", pa.string()),
-            ("user_id", pa.string()),
-            ("session_id", pa.string()),
-            ("release", pa.string()),
-            ("version", pa.string()),
-            ("environment", pa.string()),
-            ("metadata", STR_MAP),
-            ("tags", pa.list_(pa.string())),
-            ("public", pa.bool_()),
-            ("bookmarked", pa.bool_()),
-            ("input", pa.string()),
-            ("output", pa.string()),
-            ("created_at", TS),
-            ("updated_at", TS),
-            ("event_ts", TS),
-            ("is_deleted", pa.uint8()),
-        ]
-    ),
-    "observations": pa.schema(
-        [
-            ("id", pa.string()),
-            ("trace_id", pa.string()),
-            ("project_id", pa.string()),
-            ("type", pa.string()),
-            ("parent_observation_id", pa.string()),
-            ("start_time", TS),
-            ("end_time", TS),
-            ("name", pa.string()),
-            ("metadata", STR_MAP),
-            ("level", pa.string()),
-            ("status_message", pa.string()),
-            ("version", pa.string()),
-            ("environment", pa.string()),
-            ("input", pa.string()),
-            ("output", pa.string()),
-            ("provided_model_name", pa.string()),
-            ("model_parameters", pa.string()),
-            ("provided_usage_details", INT_MAP),
-            ("usage_details", INT_MAP),
-            ("provided_cost_details", DEC_MAP),
-            ("cost_details", DEC_MAP),
-            ("total_cost", pa.decimal128(18, 12)),
-            ("completion_start_time", TS),
-            ("prompt_name", pa.string()),
-            ("prompt_version", pa.uint16()),
-            ("created_at", TS),
-            ("updated_at", TS),
-            ("event_ts", TS),
-            ("is_deleted", pa.uint8()),
-        ]
-    ),
-    "scores": pa.schema(
-        [
-            ("id", pa.string()),
-            ("project_id", pa.string()),
-            ("timestamp", TS),
-            ("environment", pa.string()),
-            ("trace_id", pa.string()),
-            ("observation_id", pa.string()),
-            ("session_id", pa.string()),
-            ("dataset_run_id", pa.string()),
-            ("name", pa.string()),
-            ("value", pa.float64()),
-            ("source", pa.string()),
-            ("comment", pa.string()),
-            ("metadata", STR_MAP),
-            ("config_id", pa.string()),
-            ("queue_id", pa.string()),
-            ("execution_trace_id", pa.string()),
-            ("data_type", pa.string()),
-            ("string_value", pa.string()),
-            ("long_string_value", pa.string()),
-            ("created_at", TS),
-            ("updated_at", TS),
-            ("event_ts", TS),
-            ("is_deleted", pa.uint8()),
-            ("ingestion_api_key", pa.string()),
-            ("ingestion_sdk_name", pa.string()),
-            ("ingestion_sdk_version", pa.string()),
-        ]
-    ),
-    "ingestion_event_log": pa.schema(
-        [
-            ("project_id", pa.string()),
-            ("entity", pa.string()),
-            ("entity_id", pa.string()),
-            ("event_id", pa.string()),
-            ("event_type", pa.string()),
-            ("event_time", TS),
-            ("body", pa.string()),
-            ("batch_key", pa.string()),
-            ("received_at", TS),
-            ("event_ts", TS),
-        ]
-    ),
+    name: _arrow_schema(catalog.table(name), columns) for name, columns in WRITTEN_COLUMNS.items()
 }
 
 
 # Each table's sorting key, as (SQL expression, ClickHouse type, how to compute it from a row). Verification
 # looks rows up by their full key, so it reads a few granules instead of scanning a project.
+KeyPart = tuple[str, str, Callable[[dict[str, Any]], Any]]
+
+_DAY_OF = re.compile(r"toDate\((\w+)\)")
+
+
 def _day(value: Any) -> str:
     return (value if value.tzinfo is UTC else value.astimezone(UTC)).date().isoformat()
 
 
-SORT_KEYS: dict[str, list[tuple[str, str, Any]]] = {
-    "traces": [
-        ("project_id", "String", lambda r: r["project_id"]),
-        ("toDate(timestamp)", "Date", lambda r: _day(r["timestamp"])),
-        ("id", "String", lambda r: r["id"]),
-    ],
-    "observations": [
-        ("project_id", "String", lambda r: r["project_id"]),
-        ("type", "String", lambda r: r["type"]),
-        ("toDate(start_time)", "Date", lambda r: _day(r["start_time"])),
-        ("id", "String", lambda r: r["id"]),
-    ],
-    "scores": [
-        ("project_id", "String", lambda r: r["project_id"]),
-        ("toDate(timestamp)", "Date", lambda r: _day(r["timestamp"])),
-        ("name", "String", lambda r: r["name"]),
-        ("id", "String", lambda r: r["id"]),
-    ],
-    "ingestion_event_log": [
-        ("project_id", "String", lambda r: r["project_id"]),
-        ("entity", "String", lambda r: r["entity"]),
-        ("entity_id", "String", lambda r: r["entity_id"]),
-        ("event_id", "String", lambda r: r["event_id"]),
-    ],
+def _key_part(table: Table, expression: str) -> KeyPart:
+    if day := _DAY_OF.fullmatch(expression):
+        column = day.group(1)
+        return expression, "Date", lambda row: _day(row[column])
+    ch_type = table.column(expression).ch_type  # a key that is neither a column nor a day raises here
+    # Query parameters are plain values: LowCardinality is how a column is stored, not what it holds.
+    head, args = split_type(ch_type)
+    return expression, args[0] if head == "LowCardinality" else ch_type, itemgetter(expression)
+
+
+SORT_KEYS: dict[str, list[KeyPart]] = {
+    name: [_key_part(catalog.table(name), expression) for expression in catalog.table(name).sorting_key]
+    for name in WRITTEN_COLUMNS
 }
 
 
