@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tracehouse.clickhouse import catalog
 from tracehouse.export.windows import ExportWindow
 
 
@@ -15,6 +16,7 @@ class ExportTable:
     # The table's sorting key after project_id: reading in this order streams straight from the
     # parts (no sort of the whole window in memory), and all versions of a row sit side by side.
     read_order: tuple[str, ...]
+    version_column: str  # windows are cut over it: the moment a row version was written
 
     def window_query(self) -> str:
         """Newest version of each id written in the window, tombstones included.
@@ -25,9 +27,9 @@ class ExportTable:
         return (
             f"SELECT {', '.join(self.columns)} FROM {self.name} "
             "WHERE project_id = {project_id:String} "
-            "AND event_ts >= fromUnixTimestamp64Milli({start_ms:Int64}) "
-            "AND event_ts < fromUnixTimestamp64Milli({end_ms:Int64}) "
-            f"ORDER BY {', '.join(self.read_order)}, event_ts DESC LIMIT 1 BY id"
+            f"AND {self.version_column} >= fromUnixTimestamp64Milli({{start_ms:Int64}}) "
+            f"AND {self.version_column} < fromUnixTimestamp64Milli({{end_ms:Int64}}) "
+            f"ORDER BY {', '.join(self.read_order)}, {self.version_column} DESC LIMIT 1 BY id"
         )
 
 
@@ -35,14 +37,23 @@ def window_params(project_id: str, window: ExportWindow) -> dict[str, Any]:
     return {"project_id": project_id, "start_ms": window.start_ms, "end_ms": window.end_ms}
 
 
-_VERSION = ("event_ts", "is_deleted")
+def _exported(name: str, langfuse_columns: tuple[str, ...]) -> ExportTable:
+    """The export of catalogued table `name`: Langfuse's columns, then the version columns."""
+    table = catalog.table(name)
+    versions = tuple(c for c in (table.version_column, table.is_deleted_column) if c is not None)
+    columns = table.columns_named(langfuse_columns + versions)  # an unknown name fails at import
+    project, *read_order = table.sorting_key
+    if project != "project_id":
+        raise ValueError(f"{name} is not sorted by project first: a window query would scan every project")
+    return ExportTable(name, tuple(c.name for c in columns), tuple(read_order), table.version_column)
 
-# Langfuse's exported columns (the fork's list), plus the version columns readers need to reduce
-# the files to the current state.
+
+# Langfuse's exported columns (the fork's list); `_exported` adds the version columns readers need
+# to reduce the files to the current state.
 TABLES: dict[str, ExportTable] = {
     t.name: t
     for t in [
-        ExportTable(
+        _exported(
             "scores",
             (
                 "id",
@@ -59,11 +70,9 @@ TABLES: dict[str, ExportTable] = {
                 "data_type",
                 "string_value",
                 "metadata",
-                *_VERSION,
             ),
-            ("toDate(timestamp)", "name", "id"),
         ),
-        ExportTable(
+        _exported(
             "traces",
             (
                 "id",
@@ -81,11 +90,9 @@ TABLES: dict[str, ExportTable] = {
                 "tags",
                 "input",
                 "output",
-                *_VERSION,
             ),
-            ("toDate(timestamp)", "id"),
         ),
-        ExportTable(
+        _exported(
             "observations",
             (
                 "id",
@@ -111,9 +118,7 @@ TABLES: dict[str, ExportTable] = {
                 "completion_start_time",
                 "prompt_name",
                 "prompt_version",
-                *_VERSION,
             ),
-            ("type", "toDate(start_time)", "id"),
         ),
     ]
 }
@@ -127,9 +132,10 @@ def tables_for(project_id: str, trace_only_projects: frozenset[str]) -> list[Exp
 
 
 def first_row_query(tables: list[ExportTable]) -> str:
-    """Earliest event_ts (epoch ms) at or after `after_ms` per table, with the count of such rows."""
+    """Earliest version (event_ts, epoch ms) at or after `after_ms` per table, with the count of such rows."""
     return " UNION ALL ".join(
-        f"SELECT toUnixTimestamp64Milli(min(event_ts)) AS first, count() AS n FROM {t.name} "
-        "WHERE project_id = {project_id:String} AND event_ts >= fromUnixTimestamp64Milli({after_ms:Int64})"
+        f"SELECT toUnixTimestamp64Milli(min({t.version_column})) AS first, count() AS n FROM {t.name} "
+        "WHERE project_id = {project_id:String} "
+        f"AND {t.version_column} >= fromUnixTimestamp64Milli({{after_ms:Int64}})"
         for t in tables
     )

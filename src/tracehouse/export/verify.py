@@ -18,6 +18,7 @@ from typing import Any
 from tracehouse.blobs import BlobStore
 from tracehouse.clickhouse import ClickHouse, Workload
 from tracehouse.export.formats import read_id_versions
+from tracehouse.export.tables import TABLES as EXPORTED_TABLES
 from tracehouse.export.windows import ExportWindow, to_ms
 
 MAX_LISTED = 20  # ids listed per problem; counts are always complete
@@ -120,8 +121,13 @@ async def verify_export(
         for name in manifest["tables"]:
             report.tables.setdefault(name, TableReport(name))
     for name, table in report.tables.items():
+        exported_table = EXPORTED_TABLES.get(name)
+        if exported_table is None:  # a manifest's table name is data: never put an unknown one into SQL
+            report.bad_files.append(f"manifest names table {name!r}, which is not exported")
+            continue
+        version = exported_table.version_column
         current = await clickhouse.query(
-            f"SELECT id, toUnixTimestamp64Milli(max(event_ts)) AS ts FROM {name} "
+            f"SELECT id, toUnixTimestamp64Milli(max({version})) AS ts FROM {name} "
             "WHERE project_id = {p:String} GROUP BY id HAVING ts >= {a:Int64} AND ts < {b:Int64}",
             {"p": project_id, "a": to_ms(covered.start), "b": to_ms(covered.end)},
             workload=Workload.EXPORT,
