@@ -1,6 +1,7 @@
 """Scheduled export throughput and memory: the export job against the bare pipeline, at two data sizes.
 
     .venv/bin/python bench/export.py [--sizes 1000000,2000000] [--rounds 1] [--row-group-rows N]
+                                     [--quick] [--results-dir DIR] [--no-record]
 
 For each size N, a loader process fills a scratch embedded ClickHouse (a temporary folder under
 /tmp, deleted afterwards) with N observations of about 1 KB each for one project, written with
@@ -21,15 +22,10 @@ job's peak RSS growth from the first size to the second. Targets: ratio >= 0.8 a
 < 20% when the data doubles. MB = 10^6 bytes, MiB = 2^20 bytes. With --rounds > 1 every figure is
 the median of the rounds (the two modes alternate which goes first). The CPU-time ratio is printed
 as well: other work on this 2-core machine slows wall-clock time, and not equally for both modes.
+Figures go to bench/results/export.json.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# bench/queue.py is named like the stdlib `queue` module; keep this folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import asyncio
@@ -39,11 +35,13 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -57,7 +55,13 @@ from tracehouse.export.tables import TABLES, window_params
 from tracehouse.export.windows import ExportWindow, floor_to, from_ms
 from tracehouse.logging import configure_logging
 from tracehouse.metadata import MetadataDB, create_project
+from tracehouse.metrics import Metrics
 from tracehouse.settings import load_settings
+
+if __package__:  # python -m bench.export
+    from bench import common
+else:  # python bench/export.py: bench/ is on sys.path
+    import common
 
 PROJECT = "bench-export"
 CHUNK = 200_000  # rows per INSERT ... SELECT
@@ -330,7 +334,12 @@ async def _job(args: argparse.Namespace) -> None:
         data_dir=args.run_dir,
     )
     job = ExportJob(
-        clickhouse=ch, metadata=metadata, box=box, config=config, clock=lambda: datetime.now(UTC) + timedelta(days=1)
+        clickhouse=ch,
+        metadata=metadata,
+        box=box,
+        config=config,
+        metrics=Metrics(),
+        clock=lambda: datetime.now(UTC) + timedelta(days=1),
     )
     before = _rss()
     runs: list[dict[str, Any]] = []
@@ -477,7 +486,8 @@ def _measure_size(rows: int, rounds: int, row_group_rows: int | None, base_ms: i
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _summary(sizes: list[SizeFigures]) -> None:
+def _summary(sizes: list[SizeFigures]) -> dict[str, float | None]:
+    """Print the table and the verdicts; return the job's and the bare run's peak RSS growth (%)."""
     first = sizes[0]
     print()
     print(
@@ -506,12 +516,14 @@ def _summary(sizes: list[SizeFigures]) -> None:
         f"({', '.join(f'{s.ratio:.3f}' for s in sizes)}; by CPU time: "
         f"{', '.join(f'{s.cpu_ratio:.3f}' for s in sizes)})"
     )
+    growths: dict[str, float | None] = {"job": None, "bare": None}
     if len(sizes) < 2:
         print("peak RSS growth:            not measured (give two sizes)")
-        return
+        return growths
     last = sizes[-1]
     for mode in ("job", "bare"):
         growth = (last.peak_mib(mode) - first.peak_mib(mode)) / first.peak_mib(mode) * 100
+        growths[mode] = growth
         added_first = first.peak_mib(mode) - first.before_mib(mode)
         added_last = last.peak_mib(mode) - last.before_mib(mode)
         verdict = ("PASS" if growth < 20 else "FAIL") if mode == "job" else "(reference)"
@@ -520,6 +532,67 @@ def _summary(sizes: list[SizeFigures]) -> None:
             f"({first.peak_mib(mode):,.0f} -> {last.peak_mib(mode):,.0f} MiB for {first.rows:,} -> "
             f"{last.rows:,} rows; above the RSS before exporting: {added_first:,.0f} -> {added_last:,.0f} MiB)"
         )
+    return growths
+
+
+def _record(recorder: common.Recorder, args: argparse.Namespace, sizes: list[SizeFigures], growths: dict) -> None:
+    per_size = {
+        str(s.rows): {
+            "loaded": s.loaded,
+            "arrow_bytes": s.arrow_bytes,
+            "ratio_job_over_bare": s.ratio,
+            "cpu_ratio_bare_over_job": s.cpu_ratio,
+            **{
+                mode: {
+                    "seconds": s.seconds(mode),
+                    "rows_per_s": s.rows_per_s(mode),
+                    "parquet_mb_per_s": s.parquet_mb_per_s(mode),
+                    "arrow_mb_per_s": s.arrow_mb_per_s(mode),
+                    "peak_rss_mib": s.peak_mib(mode),
+                    "rss_before_mib": s.before_mib(mode),
+                    "rounds": [{k: v for k, v in r.items() if k != "runs"} for r in getattr(s, mode)],
+                }
+                for mode in ("job", "bare")
+            },
+        }
+        for s in sizes
+    }
+    ratios: dict[str, float | None] = {f"job_over_bare_rows_per_s_{s.rows}": s.ratio for s in sizes}
+    ratios.update({f"cpu_bare_over_job_{s.rows}": s.cpu_ratio for s in sizes})
+    lowest = min(sizes, key=lambda s: s.ratio)
+    first, last = sizes[0], sizes[-1]
+    recorder.write(
+        parameters={
+            "sizes": [s.rows for s in sizes],
+            "rounds": args.rounds,
+            "row_group_rows": first.bare[0]["row_group_rows"],
+        },
+        figures={
+            "sizes": per_size,
+            "job_peak_rss_growth_pct": growths["job"],
+            "bare_peak_rss_growth_pct": growths["bare"],
+        },
+        ratios=ratios,
+        targets=[
+            common.target(
+                "export: job vs bare pipeline",
+                lowest.ratio,
+                ">=",
+                0.8,
+                "ratio",
+                f"rows/s of ExportJob over the same query -> Parquet without job machinery; "
+                f"lowest over the sizes ({lowest.rows:,} rows)",
+            ),
+            common.target(
+                "export: job peak RSS growth",
+                growths["job"],
+                "<",
+                20,
+                "%",
+                f"peak RSS (VmHWM) from {first.rows:,} to {last.rows:,} rows ({last.rows / first.rows:.1f}x data)",
+            ),
+        ],
+    )
 
 
 def main() -> None:
@@ -533,6 +606,7 @@ def main() -> None:
         help="Parquet row group and batch rows (default: "
         "LANGFUSE_CLICKHOUSE_DATA_EXPORT_PARQUET_ROW_GROUP_SIZE, 50,000)",
     )
+    common.add_options(parser)
     # Internal: how the parent starts its loader and measuring processes.
     parser.add_argument("--role", choices=("main", "load", "bare", "job"), default="main", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
@@ -550,6 +624,8 @@ def main() -> None:
         asyncio.run(_job(args))
         return
 
+    common.apply_quick(parser, args, {"sizes": "20000,40000"})
+    recorder = common.Recorder("export", args)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     free = shutil.disk_usage(tempfile.gettempdir()).free
     needed = max(sizes) * 2_000  # ~0.5 KB/row stored + ~0.5 KB/row per Parquet file, with room to spare
@@ -567,11 +643,12 @@ def main() -> None:
         flush=True,
     )
     figures = [_measure_size(rows, args.rounds, args.row_group_rows, base_ms) for rows in sizes]
-    _summary(figures)
+    growths = _summary(figures)
     print(
         f"\ntotal bench time {time.perf_counter() - started:.0f}s; load average at the end: "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
+    _record(recorder, args, figures, growths)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """End-to-end ingestion throughput: synth -> HTTP -> raw batch -> queue -> merge -> verified rows.
 
     .venv/bin/python bench/ingest.py [--traces 20000] [--concurrency 4] [--redis URL]
+                                     [--quick] [--results-dir DIR] [--no-record]
 
 Starts `tracehouse serve` on embedded defaults in a scratch directory, sends `--traces` synthetic
 traces (10 events each with the default shape, so 20,000 traces = 200,000 events) and measures:
@@ -9,29 +10,32 @@ traces (10 events each with the default shape, so 20,000 traces = 200,000 events
 - API latency p50/p95 per 100-event batch, under that load;
 - the physical limit in the same run: the same final rows inserted straight into a fresh chDB as
   Arrow (no HTTP, no queue, no merge), and the ratio of the two.
+Targets: >= 5,000 events/s end to end, p95 < 150 ms. Figures go to bench/results/ingest.json.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# bench/queue.py is named like the stdlib `queue` module; keep this folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import httpx
 
 from tracehouse.synth import SynthConfig, events_per_trace, prepare, send
+
+if __package__:  # python -m bench.ingest
+    from bench import common
+else:  # python bench/ingest.py: bench/ is on sys.path
+    import common
 
 RAW_INSERT = r"""
 import json, sys, time, chdb, pyarrow as pa, asyncio
@@ -77,8 +81,18 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--port", type=int, default=3917)
     parser.add_argument("--redis", default=None, help="REDIS_URL for serve (default: embedded)")
+    common.add_options(parser)
     args = parser.parse_args()
+    common.apply_quick(parser, args, {"traces": 300})
+    recorder = common.Recorder("ingest", args)
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        await _run(args, work, recorder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def _run(args: argparse.Namespace, work: Path, recorder: common.Recorder) -> None:
     env = {
         **os.environ,
         "TRACEHOUSE_DATA_DIR": str(work / "data"),
@@ -145,7 +159,56 @@ async def main() -> None:
         f"raw chDB Arrow insert:    {raw_result['rows']:,} rows in {raw_result['seconds']:.2f}s "
         f"({raw_rows_per_s:,.0f} rows/s, 1,000-row inserts)"
     )
-    print(f"ratio end-to-end/raw:     {(rows / e2e_seconds) / raw_rows_per_s:.3f} (final rows/s vs raw rows/s)")
+    ratio = (rows / e2e_seconds) / raw_rows_per_s
+    print(f"ratio end-to-end/raw:     {ratio:.3f} (final rows/s vs raw rows/s)")
+    accepted_seconds = accepted - started
+    e2e_events_per_s = stats.events / e2e_seconds
+    p95 = stats.percentile(0.95)
+    recorder.write(
+        parameters={
+            "traces": args.traces,
+            "concurrency": args.concurrency,
+            "batch_events": config.batch_events,
+            "spans_per_trace": config.spans_per_trace,
+            "events": events,
+            "redis": common.redact_url(args.redis),
+        },
+        figures={
+            "events": stats.events,
+            "batches": stats.batches,
+            "rejected": stats.rejected,
+            "accepted_seconds": accepted_seconds,
+            "accepted_events_per_s": stats.events / accepted_seconds,
+            "end_to_end_seconds": e2e_seconds,
+            "end_to_end_events_per_s": e2e_events_per_s,
+            "final_rows": rows,
+            "end_to_end_final_rows_per_s": rows / e2e_seconds,
+            "api_p50_ms": stats.median_ms,
+            "api_p95_ms": p95,
+            "raw_insert_rows": raw_result["rows"],
+            "raw_insert_seconds": raw_result["seconds"],
+            "raw_insert_rows_per_s": raw_rows_per_s,
+        },
+        ratios={"end_to_end_over_raw_insert_rows_per_s": ratio},
+        targets=[
+            common.target(
+                "ingest: end-to-end events/s",
+                e2e_events_per_s,
+                ">=",
+                5000,
+                "events/s",
+                "first request sent -> every job completed with its rows verified in ClickHouse",
+            ),
+            common.target(
+                "ingest: API p95 per 100-event batch",
+                p95,
+                "<",
+                150,
+                "ms",
+                f"POST /api/public/ingestion latency, {config.batch_events} events, {args.concurrency} in flight",
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

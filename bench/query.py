@@ -1,32 +1,31 @@
 """Read API latency on a large embedded store.
 
     .venv/bin/python bench/query.py [--traces 1000000] [--observations-per-trace 5] [--samples 100]
+                                    [--quick] [--results-dir DIR] [--no-record]
 
 Loads N traces with ~5 observations each (Arrow inserts straight into chDB, not the API) into a
 scratch data directory, starts `tracehouse web` on it as its own process, and from this process
 (the client) prints p50/p95 of: trace by id, list
-first page without and with filters, observations of a trace, sessions page. Targets on this
-2-core machine: trace by id p95 < 50 ms, filtered list p95 < 250 ms.
+first page without and with filters, observations of a trace, sessions page. Goals on this
+2-core machine: trace by id p95 < 50 ms, filtered list p95 < 250 ms (printed; not yet recorded
+as targets: bench/results/query.json holds every p50/p95 as informational figures).
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# bench/queue.py is named like the stdlib `queue` module; keep this folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import asyncio
 import base64
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -36,6 +35,11 @@ from tracehouse.clickhouse import Workload
 from tracehouse.metadata import create_api_key, create_project
 from tracehouse.runtime import migrate, open_services
 from tracehouse.settings import load_settings
+
+if __package__:  # python -m bench.query
+    from bench import common
+else:  # python bench/query.py: bench/ is on sys.path
+    import common
 
 PROJECT = "bench-query"
 CHUNK = 100_000
@@ -129,11 +133,13 @@ async def measure(client: httpx.AsyncClient, samples: int, make_path) -> list[fl
     return timings
 
 
-def report(name: str, timings: list[float], target: float | None = None) -> None:
+def report(name: str, timings: list[float], target: float | None = None) -> dict[str, float]:
     ordered = sorted(timings)
     p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    p50 = statistics.median(timings)
     verdict = "" if target is None else f"  (target p95 < {target:.0f} ms: {'met' if p95 < target else 'NOT met'})"
-    print(f"{name:<34} p50 {statistics.median(timings):7.1f} ms   p95 {p95:7.1f} ms{verdict}")
+    print(f"{name:<34} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms{verdict}")
+    return {"p50_ms": p50, "p95_ms": p95, "samples": len(timings)}
 
 
 async def main() -> None:
@@ -142,8 +148,19 @@ async def main() -> None:
     parser.add_argument("--observations-per-trace", type=int, default=5)
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--port", type=int, default=3918)
+    common.add_options(parser)
     args = parser.parse_args()
-    settings = load_settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-query-")))
+    common.apply_quick(parser, args, {"traces": 2000, "samples": 20})
+    recorder = common.Recorder("query", args)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-query-"))
+    try:
+        await _run(args, scratch, recorder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _run(args: argparse.Namespace, scratch: Path, recorder: common.Recorder) -> None:
+    settings = load_settings(data_dir=scratch)
     services = await open_services(settings)
     await migrate(services)
     project = create_project(services.metadata, "bench", project_id=PROJECT)
@@ -166,8 +183,9 @@ async def main() -> None:
         "AND table IN ('traces', 'observations') GROUP BY table ORDER BY table",
         workload=Workload.INTERACTIVE,
     )
+    settle_seconds = time.perf_counter() - settle_started
     print(
-        f"merges settled after {time.perf_counter() - settle_started:.0f}s; active parts: "
+        f"merges settled after {settle_seconds:.0f}s; active parts: "
         + ", ".join(f"{p['table']} {p['n']}" for p in parts)
     )
     await services.close()  # chDB allows one process per data directory: hand it to the server
@@ -204,16 +222,17 @@ async def main() -> None:
                     raise SystemExit(f"tracehouse web did not start: {server.stderr.read() if server.stderr else ''}")
                 await asyncio.sleep(0.2)
             await client.get("/api/public/traces", params={"limit": 1})  # warm-up
-            report(
+            endpoints: dict[str, dict[str, float]] = {}
+            endpoints["trace_by_id"] = report(
                 "trace by id",
                 await measure(client, args.samples, lambda i: (f"/api/public/traces/{trace_ids[i]}", {})),
                 50,
             )
-            report(
+            endpoints["list_traces_first_page"] = report(
                 "list traces, first page",
                 await measure(client, args.samples, lambda i: ("/api/public/traces", {"limit": 50})),
             )
-            report(
+            endpoints["list_traces_filtered"] = report(
                 "list traces, filtered",
                 await measure(
                     client,
@@ -225,17 +244,46 @@ async def main() -> None:
                 ),
                 250,
             )
-            report(
+            endpoints["observations_of_a_trace"] = report(
                 "observations of a trace",
                 await measure(client, args.samples, lambda i: ("/api/public/observations", {"traceId": trace_ids[i]})),
             )
-            report(
+            endpoints["sessions_page"] = report(
                 "sessions page",
                 await measure(client, max(10, args.samples // 5), lambda i: ("/api/public/sessions", {"limit": 50})),
             )
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
+    labels = {
+        "trace_by_id": "trace by id",
+        "list_traces_first_page": "list traces, first page",
+        "list_traces_filtered": "list traces, filtered",
+        "observations_of_a_trace": "observations of a trace",
+        "sessions_page": "sessions page",
+    }
+    recorder.write(
+        parameters={
+            "traces": args.traces,
+            "observations_per_trace": args.observations_per_trace,
+            "samples": args.samples,
+        },
+        figures={
+            "loaded_rows": rows,
+            "load_seconds": seconds,
+            "load_rows_per_s": rows / seconds,
+            "merge_settle_seconds": settle_seconds,
+            "active_parts": {p["table"]: int(p["n"]) for p in parts},
+            "endpoints": endpoints,
+        },
+        ratios={},
+        targets=[],
+        informational=[
+            common.info(f"query: {labels[key]} {q}", figures[f"{q}_ms"], "ms")
+            for key, figures in endpoints.items()
+            for q in ("p50", "p95")
+        ],
+    )
 
 
 if __name__ == "__main__":

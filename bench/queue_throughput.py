@@ -1,26 +1,23 @@
 """Queue runtime overhead: no-op jobs/s through tracehouse's QueueRunner vs bare bullmq, same run.
 
-    .venv/bin/python bench/queue.py [--jobs 10000] [--rounds 3] [--redis redis://127.0.0.1:6379/0]
+    .venv/bin/python bench/queue_throughput.py [--jobs 10000] [--rounds 3] [--redis redis://127.0.0.1:6379/0]
+                                               [--quick] [--results-dir DIR] [--no-record]
 
 Without --redis an embedded redis-server is started. Each round runs both variants on fresh
 queues; the report gives per-variant medians and the ratio ours/raw (target: >= 0.8, i.e. our
-overhead costs under 20%).
+overhead costs under 20%). Figures go to bench/results/queue_throughput.json.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file is named like the stdlib `queue` module; keep its folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import asyncio
 import secrets
+import shutil
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from bullmq import Queue, Worker
@@ -29,6 +26,11 @@ from tracehouse.metrics import Metrics
 from tracehouse.queues import QueueRunner, QueueSpec, RoleGroup, bullmq_connection, redis_client
 from tracehouse.queues.activity import ActivityTracker
 from tracehouse.redis_embedded import EmbeddedRedis
+
+if __package__:  # python -m bench.queue_throughput
+    from bench import common
+else:  # python bench/queue_throughput.py: bench/ is on sys.path
+    import common
 
 CONCURRENCY = 50
 
@@ -122,11 +124,16 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--redis", default=None)
+    common.add_options(parser)
     args = parser.parse_args()
+    common.apply_quick(parser, args, {"jobs": 500, "rounds": 1})
+    recorder = common.Recorder("queue_throughput", args)
     embedded = None
     redis_url = args.redis
+    scratch = None
     if redis_url is None:
-        embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")))
+        scratch = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+        embedded = EmbeddedRedis(scratch)
         embedded.start()
         redis_url = embedded.url
     connection = bullmq_connection(redis_url)
@@ -139,10 +146,38 @@ async def main() -> None:
     finally:
         if embedded:
             embedded.stop()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     raw_median, ours_median = statistics.median(raw), statistics.median(ours)
+    ratio = ours_median / raw_median
     print(f"median raw bullmq: {raw_median:,.0f} jobs/s  (concurrency {CONCURRENCY}, {args.jobs} no-op jobs)")
     print(f"median tracehouse: {ours_median:,.0f} jobs/s")
-    print(f"ratio tracehouse/raw: {ours_median / raw_median:.2f}  (target >= 0.80)")
+    print(f"ratio tracehouse/raw: {ratio:.2f}  (target >= 0.80)")
+    recorder.write(
+        parameters={
+            "jobs": args.jobs,
+            "rounds": args.rounds,
+            "concurrency": CONCURRENCY,
+            "redis": common.redact_url(args.redis),
+        },
+        figures={
+            "bare_bullmq_jobs_per_s": raw,
+            "tracehouse_jobs_per_s": ours,
+            "bare_bullmq_median_jobs_per_s": raw_median,
+            "tracehouse_median_jobs_per_s": ours_median,
+        },
+        ratios={"tracehouse_over_bare_bullmq": ratio},
+        targets=[
+            common.target(
+                "queue: jobs/s vs bare bullmq",
+                ratio,
+                ">=",
+                0.8,
+                "ratio",
+                f"median no-op jobs/s through QueueRunner over bare bullmq Worker, concurrency {CONCURRENCY}",
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.run_all`, or one script at a time (see bench/README.md)."""
