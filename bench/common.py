@@ -22,8 +22,12 @@ a key changes meaning):
       "ratios": {"name": 0.93, ...},              # ours vs the bare baseline measured in the same run
       "targets": [{"name": "...", "description": "...", "value": 6900.0, "op": ">=",
                    "threshold": 5000, "unit": "events/s", "met": true}],
-      "informational": [{"name": "...", "value": 12.3, "unit": "ms"}]   # recorded, no target yet
+      "informational": [{"name": "...", "value": 12.3, "unit": "ms",      # recorded, no target yet
+                         "group": "trace by id", "series": "p95"}]
     }
+
+A --quick run writes to bench/results/quick/ instead (unless --results-dir is given), so a smoke
+run never replaces the real figures.
 
 `met` is null when the figure could not be measured (e.g. a single export size gives no growth).
 """
@@ -46,6 +50,8 @@ SCHEMA = 1
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
+QUICK_DIR = RESULTS_DIR / "quick"  # --quick runs never overwrite the real figures
+ORDER = ("queue_throughput", "ingest", "export", "query")  # how run_all runs them and the chart lists them
 OPS = {">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}
 
 
@@ -55,12 +61,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: tiny sizes for every size option left at its default; the result is labelled quick",
+        help="smoke run: tiny sizes for every size option left at its default; the result is labelled quick "
+        f"and goes to {QUICK_DIR.relative_to(REPO_DIR)} unless --results-dir is given",
     )
     group.add_argument(
         "--results-dir",
         type=Path,
-        default=RESULTS_DIR,
+        default=None,
         help=f"where <name>.json is written (default: {RESULTS_DIR.relative_to(REPO_DIR)})",
     )
     group.add_argument("--no-record", action="store_true", help="print the figures only; write no JSON")
@@ -73,6 +80,14 @@ def apply_quick(parser: argparse.ArgumentParser, args: argparse.Namespace, sizes
     for dest, value in sizes.items():
         if getattr(args, dest) == parser.get_default(dest):
             setattr(args, dest, value)
+
+
+def results_dir(args: argparse.Namespace) -> Path:
+    """--results-dir, else bench/results (bench/results/quick for a --quick run)."""
+    chosen = getattr(args, "results_dir", None)
+    if chosen is not None:
+        return Path(chosen)
+    return QUICK_DIR if getattr(args, "quick", False) else RESULTS_DIR
 
 
 def target(
@@ -91,9 +106,10 @@ def target(
     }
 
 
-def info(name: str, value: float, unit: str) -> dict[str, Any]:
-    """A recorded figure with no target yet."""
-    return {"name": name, "value": value, "unit": unit}
+def info(name: str, value: float, unit: str, *, group: str | None = None, series: str | None = None) -> dict[str, Any]:
+    """A recorded figure with no target yet; the chart draws entries of one `group` side by side
+    (e.g. group "trace by id", series "p50" and "p95")."""
+    return {"name": name, "value": value, "unit": unit, "group": group, "series": series}
 
 
 def redact_url(url: str | None) -> str:
@@ -149,7 +165,7 @@ class Recorder:
         self.name = name
         self.quick = bool(getattr(args, "quick", False))
         self.enabled = not getattr(args, "no_record", False)
-        self.results_dir = Path(getattr(args, "results_dir", RESULTS_DIR))
+        self.results_dir = results_dir(args)
         self.started = time.time()
         self.load_start = _load_avg()
         self.command = [_relative(sys.argv[0]), *sys.argv[1:]]
@@ -223,7 +239,7 @@ def _relative(path: str) -> str:
 
 
 def load_results(results_dir: Path = RESULTS_DIR) -> list[dict[str, Any]]:
-    """Every result file in the folder, in benchmark-name order."""
+    """Every result file in the folder, known benchmarks in ORDER, then any others by name."""
     results = []
     for path in sorted(results_dir.glob("*.json")):
         try:
@@ -232,4 +248,5 @@ def load_results(results_dir: Path = RESULTS_DIR) -> list[dict[str, Any]]:
             continue
         if isinstance(data, dict) and "benchmark" in data and "targets" in data:
             results.append(data)
-    return results
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(results, key=lambda r: (rank.get(r["benchmark"], len(ORDER)), r["benchmark"]))

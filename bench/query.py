@@ -279,7 +279,7 @@ async def _run(args: argparse.Namespace, scratch: Path, recorder: common.Recorde
         ratios={},
         targets=[],
         informational=[
-            common.info(f"query: {labels[key]} {q}", figures[f"{q}_ms"], "ms")
+            common.info(f"query: {labels[key]} {q}", figures[f"{q}_ms"], "ms", group=labels[key], series=q)
             for key, figures in endpoints.items()
             for q in ("p50", "p95")
         ],
