@@ -1,6 +1,6 @@
 """Run every benchmark, each in its own process, then draw bench/results/latest.png.
 
-    .venv/bin/python -m bench.run_all                     # all, modest sizes (about 15 minutes on 2 cores)
+    .venv/bin/python -m bench.run_all                     # all, modest sizes (about 16 minutes on 2 idle cores)
     .venv/bin/python -m bench.run_all --quick             # all, tiny sizes: a smoke run of the whole chain
     .venv/bin/python -m bench.run_all ingest query        # a subset (also: --skip export,query)
     .venv/bin/python -m bench.run_all --list              # what would run, with the arguments
@@ -38,9 +38,10 @@ class Benchmark:
 # In the order they run (common.ORDER, which the chart follows): cheapest first, so a broken setup shows up early.
 BENCHMARKS = (
     Benchmark("queue_throughput", ("--jobs", "10000", "--rounds", "3"), 60, takes_redis=True),
-    Benchmark("ingest", ("--traces", "20000"), 120, takes_redis=True),
-    Benchmark("export", ("--sizes", "1000000,2000000"), 420),
-    Benchmark("query", ("--traces", "1000000"), 360),
+    Benchmark("ingest", ("--traces", "20000"), 90, takes_redis=True),
+    # Two rounds: each mode once first and once second, so neither always gets the warm cache.
+    Benchmark("export", ("--sizes", "1000000,2000000", "--rounds", "2"), 450),
+    Benchmark("query", ("--traces", "1000000"), 390),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 
@@ -94,9 +95,11 @@ def main() -> int:
     estimate = sum(b.estimate_s for b in chosen)
     print(f"{'quick' if args.quick else 'full'} run of {len(plan)} benchmark(s) -> {_relative(results_dir)}/")
     for bench, command in plan:
-        print(f"  {bench.name:<17} {_shown(command)}" + ("" if args.quick else f"  (~{bench.estimate_s // 60} min)"))
+        print(
+            f"  {bench.name:<17} {_shown(command)}" + ("" if args.quick else f"  (~{round(bench.estimate_s / 60)} min)")
+        )
     if not args.quick:
-        print(f"  estimated total: ~{estimate / 60:.0f} min on 2 cores (more when the machine is busy)")
+        print(f"  estimated total: ~{estimate / 60:.0f} min on 2 idle cores (up to twice that on a busy machine)")
     if args.list:
         return 0
 
