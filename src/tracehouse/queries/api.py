@@ -1,116 +1,196 @@
-"""Langfuse's public read API (paths, parameters, JSON field names, page `meta`)."""
+"""Langfuse's public read API (paths, parameters, JSON field names, page `meta`).
+
+Each route parses its parameters into a query object, asks the `ReadService` and returns its model;
+the SQL lives in `queries/sql.py`. Responses are serialized with `exclude_unset` (see models.py).
+"""
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Query
 
-from tracehouse.api_common import BadParameter, NotFound
+from tracehouse.api_common import BadParameter, NotFound, error_responses, get_services
 from tracehouse.auth import ProjectAuth, require_project
-from tracehouse.metadata import get_project
-from tracehouse.queries.service import (
-    OBSERVATION_GROUPS,
-    TRACE_FIELDS,
-    TRACE_ORDER_COLUMNS,
-    Filter,
-    ReadService,
-    cursor_page,
-    meta,
-    observation_v2_view,
-    paging,
-    score_v3_view,
-    split_list,
+from tracehouse.enums import ObservationLevel, ObservationType, ScoreDataType, ScoreSource, names
+from tracehouse.queries.models import (
+    OBSERVATION_FIELD_GROUPS,
+    TRACE_FIELD_GROUPS,
+    TRACE_ORDER_FIELDS,
+    Cursor,
+    CursorPage,
+    DeleteTraceResponse,
+    DeleteTracesRequest,
+    GetScoresResponse,
+    GetScoresV3Response,
+    Observation,
+    ObservationQuery,
+    ObservationsV2Response,
+    ObservationsViews,
+    Page,
+    PaginatedSessions,
+    Projects,
+    ScoreQuery,
+    ScoreV3Query,
+    SessionQuery,
+    SessionWithTraces,
+    TimeRange,
+    TraceOrder,
+    TraceQuery,
+    Traces,
+    TraceWithFullDetails,
 )
-from tracehouse.timefmt import ch_time
+from tracehouse.queries.service import ReadService
+from tracehouse.runtime import Services
 
 router = APIRouter(tags=["read"])
-OBSERVATION_TYPES = {
-    "GENERATION",
-    "SPAN",
-    "EVENT",
-    "AGENT",
-    "TOOL",
-    "CHAIN",
-    "RETRIEVER",
-    "EVALUATOR",
-    "EMBEDDING",
-    "GUARDRAIL",
-}
-LEVELS = {"DEBUG", "DEFAULT", "WARNING", "ERROR"}
+_LIST = error_responses(400, 401, 503, 504)
+_ONE = error_responses(400, 401, 404, 503, 504)
+E = TypeVar("E", bound=StrEnum)
 
 
-def _service(request: Request) -> ReadService:
-    return ReadService(request.app.state.services.clickhouse)
+def read_service(services: Services = Depends(get_services)) -> ReadService:
+    return ReadService(services.clickhouse, services.metadata)
 
 
-def not_found(what: str) -> JSONResponse:
-    return JSONResponse(NotFound(f"{what} not found").body(), status_code=404)
+# --- parameters ---------------------------------------------------------------------------------
+def _split(values: list[str] | str | None) -> tuple[str, ...]:
+    """Repeated query params or comma-separated values, as Langfuse accepts both."""
+    given = [values] if isinstance(values, str) else values or []
+    return tuple(item.strip() for value in given for item in value.split(",") if item.strip())
 
 
-def _time_range(
-    where: Filter, column: str, start: datetime | None, end: datetime | None, names: tuple[str, str]
-) -> None:
-    for value, name in ((start, names[0]), (end, names[1])):
-        if value is not None and value.tzinfo is None:
-            raise BadParameter(name, "must include a time zone offset (Z or +hh:mm)")
-        # ClickHouse's DateTime64 covers 1900-2299.
-        if value is not None and not 1900 <= value.astimezone(UTC).year <= 2299:
-            raise BadParameter(name, "must be between 1900-01-01 and 2299-12-31")
-    if start is not None:
-        where.add(f"{column} >= {{from_ts:DateTime64(3)}}", from_ts=ch_time(start))
-    if end is not None:
-        where.add(f"{column} < {{to_ts:DateTime64(3)}}", to_ts=ch_time(end))
+def _page(page: int, limit: int) -> Page:
+    if page < 1:
+        raise BadParameter("page", "must be 1 or more")
+    if not 1 <= limit <= 100:
+        raise BadParameter("limit", "must be between 1 and 100")
+    return Page(page=page, limit=limit)
 
 
-def _trace_filter(
-    user_id: str | None,
-    name: str | None,
-    session_id: str | None,
-    version: str | None,
-    release: str | None,
-    tags: list[str] | None,
-    environment: list[str] | None,
-    from_ts: datetime | None,
-    to_ts: datetime | None,
-) -> Filter:
-    where = Filter()
-    for column, value, key in (
-        ("user_id", user_id, "user_id"),
-        ("name", name, "name"),
-        ("session_id", session_id, "session_id"),
-        ("version", version, "version"),
-        ("release", release, "release"),
-    ):
-        if value is not None:
-            where.add(f"{column} = {{{key}:String}}", **{key: value})
-    if tags_list := split_list(tags):
-        where.add("hasAll(tags, {tags:Array(String)})", tags=tags_list)
-    if envs := split_list(environment):
-        where.add("environment IN {envs:Array(String)}", envs=envs)
-    _time_range(where, "timestamp", from_ts, to_ts, ("fromTimestamp", "toTimestamp"))
-    return where
+def _cursor_page(limit: int, cursor: str | None) -> CursorPage:
+    if not 1 <= limit <= 1000:
+        raise BadParameter("limit", "must be between 1 and 1000")
+    if cursor is None:
+        return CursorPage(limit=limit)
+    after = Cursor.decode(cursor)
+    if after is None:
+        raise BadParameter("cursor", "not a cursor returned by this API")
+    return CursorPage(limit=limit, after=after)
 
 
-def _order(order_by: str | None) -> str:
+def _moment(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise BadParameter(name, "must include a time zone offset (Z or +hh:mm)")
+    # ClickHouse's DateTime64 covers 1900-2299.
+    if not 1900 <= value.astimezone(UTC).year <= 2299:
+        raise BadParameter(name, "must be between 1900-01-01 and 2299-12-31")
+    return value
+
+
+def _time_range(start: datetime | None, end: datetime | None, names: tuple[str, str]) -> TimeRange:
+    return TimeRange(start=_moment(start, names[0]), end=_moment(end, names[1]))
+
+
+def _one_of(enum: type[E], parameter: str, values: tuple[str, ...]) -> tuple[E, ...]:
+    try:
+        return tuple(enum(value) for value in values)
+    except ValueError:
+        raise BadParameter(parameter, f"expected one of {names(enum)}") from None
+
+
+def _trace_order(order_by: str | None) -> TraceOrder:
     if not order_by:
-        return "timestamp DESC, id"
-    column, _, direction = order_by.partition(".")
-    if column not in TRACE_ORDER_COLUMNS or direction.lower() not in ("asc", "desc"):
-        raise BadParameter(
-            "orderBy", f"expected <column>.<asc|desc> with column one of {', '.join(TRACE_ORDER_COLUMNS)}"
-        )
-    return f"{TRACE_ORDER_COLUMNS[column]} {direction.upper()}, id"
+        return TraceOrder()
+    field, _, direction = order_by.partition(".")
+    for known in TRACE_ORDER_FIELDS:
+        if field == known and direction.lower() in ("asc", "desc"):
+            return TraceOrder(field=known, direction="ASC" if direction.lower() == "asc" else "DESC")
+    raise BadParameter("orderBy", f"expected <column>.<asc|desc> with column one of {', '.join(TRACE_ORDER_FIELDS)}")
 
 
-@router.get("/api/public/traces")
+def _trace_fields(fields: str | None) -> frozenset[str]:
+    """Unknown groups are ignored and core is always included (as Langfuse)."""
+    if not fields:
+        return TRACE_FIELD_GROUPS
+    return (frozenset(_split(fields)) & TRACE_FIELD_GROUPS) | {"core"}
+
+
+def _observation_groups(fields: str | None) -> frozenset[str]:
+    groups = frozenset({"core", *_split(fields)}) if fields else frozenset({"core", "basic"})
+    if unknown := groups - OBSERVATION_FIELD_GROUPS:
+        raise BadParameter("fields", f"unknown group(s) {', '.join(sorted(unknown))}")
+    return groups
+
+
+def _observation_query(
+    name: str | None = None,
+    type: ObservationType | None = None,  # noqa: A002 - Langfuse's parameter name
+    trace_id: str | None = Query(None, alias="traceId"),
+    level: ObservationLevel | None = None,
+    parent_observation_id: str | None = Query(None, alias="parentObservationId"),
+    environment: list[str] | None = Query(None),
+    from_start_time: datetime | None = Query(None, alias="fromStartTime"),
+    to_start_time: datetime | None = Query(None, alias="toStartTime"),
+    version: str | None = None,
+) -> ObservationQuery:
+    """The filters v1 and v2 observations share."""
+    return ObservationQuery(
+        name=name,
+        type=type,
+        trace_id=trace_id,
+        level=level,
+        parent_observation_id=parent_observation_id,
+        version=version,
+        environments=_split(environment),
+        start_time=_time_range(from_start_time, to_start_time, ("fromStartTime", "toStartTime")),
+    )
+
+
+def _score_query(
+    name: str | None = None,
+    source: ScoreSource | None = None,
+    data_type: ScoreDataType | None = Query(None, alias="dataType"),
+    trace_id: str | None = Query(None, alias="traceId"),
+    session_id: str | None = Query(None, alias="sessionId"),
+    observation_id: str | None = Query(None, alias="observationId"),
+    config_id: str | None = Query(None, alias="configId"),
+    queue_id: str | None = Query(None, alias="queueId"),
+    dataset_run_id: str | None = Query(None, alias="datasetRunId"),
+    score_ids: str | None = Query(None, alias="scoreIds"),
+    user_id: str | None = Query(None, alias="userId"),
+    environment: list[str] | None = Query(None),
+    from_timestamp: datetime | None = Query(None, alias="fromTimestamp"),
+    to_timestamp: datetime | None = Query(None, alias="toTimestamp"),
+) -> ScoreQuery:
+    """The filters v1 and v2 scores share."""
+    return ScoreQuery(
+        name=name,
+        source=source,
+        data_type=data_type,
+        trace_id=trace_id,
+        session_id=session_id,
+        config_id=config_id,
+        queue_id=queue_id,
+        dataset_run_id=dataset_run_id,
+        score_ids=_split(score_ids),
+        observation_ids=_split(observation_id),
+        user_id=user_id,
+        environments=_split(environment),
+        timestamp=_time_range(from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp")),
+    )
+
+
+# --- traces -------------------------------------------------------------------------------------
+@router.get("/api/public/traces", response_model=Traces, response_model_exclude_unset=True, responses=_LIST)
 async def list_traces(
-    request: Request,
     auth: ProjectAuth = Depends(require_project),
+    service: ReadService = Depends(read_service),
     page: int = 1,
     limit: int = 50,
     user_id: str | None = Query(None, alias="userId"),
@@ -124,311 +204,214 @@ async def list_traces(
     release: str | None = None,
     environment: list[str] | None = Query(None),
     fields: str | None = None,
-) -> JSONResponse:
-    paging(page, limit)
-    where = _trace_filter(user_id, name, session_id, version, release, tags, environment, from_timestamp, to_timestamp)
-    wanted = (set(split_list([fields])) & TRACE_FIELDS) | {"core"} if fields else set(TRACE_FIELDS)
-    data, total = await _service(request).list_traces(auth.project_id, where, _order(order_by), page, limit, wanted)
-    return JSONResponse({"data": data, "meta": meta(page, limit, total)})
+) -> Traces:
+    paging = _page(page, limit)
+    query = TraceQuery(
+        user_id=user_id,
+        name=name,
+        session_id=session_id,
+        version=version,
+        release=release,
+        tags=_split(tags),
+        environments=_split(environment),
+        timestamp=_time_range(from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp")),
+        order=_trace_order(order_by),
+        fields=_trace_fields(fields),
+    )
+    return await service.list_traces(auth.project_id, query, paging)
 
 
-@router.get("/api/public/traces/{trace_id}")
-async def get_trace(trace_id: str, request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
-    trace = await _service(request).get_trace(auth.project_id, trace_id)
-    return JSONResponse(trace) if trace else not_found(f"Trace {trace_id}")
+@router.get(
+    "/api/public/traces/{trace_id}",
+    response_model=TraceWithFullDetails,
+    response_model_exclude_unset=True,
+    responses=_ONE,
+)
+async def get_trace(
+    trace_id: str, auth: ProjectAuth = Depends(require_project), service: ReadService = Depends(read_service)
+) -> TraceWithFullDetails:
+    trace = await service.get_trace(auth.project_id, trace_id)
+    if trace is None:
+        raise NotFound(f"Trace {trace_id} not found")
+    return trace
 
 
-class DeleteTraces(BaseModel):
-    traceIds: list[str] = Field(min_length=1, max_length=1000)  # noqa: N815 - Langfuse's field name
+@router.delete("/api/public/traces/{trace_id}", response_model=DeleteTraceResponse, responses=_ONE)
+async def delete_trace(
+    trace_id: str, auth: ProjectAuth = Depends(require_project), service: ReadService = Depends(read_service)
+) -> DeleteTraceResponse:
+    if not await service.delete_traces(auth.project_id, [trace_id]):
+        raise NotFound(f"Trace {trace_id} not found")
+    return DeleteTraceResponse(message="Trace deleted successfully")
 
 
-@router.delete("/api/public/traces/{trace_id}")
-async def delete_trace(trace_id: str, request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
-    found = await _service(request).delete_traces(auth.project_id, [trace_id])
-    if not found:
-        return not_found(f"Trace {trace_id}")
-    return JSONResponse({"message": "Trace deleted successfully"})
-
-
-@router.delete("/api/public/traces")
+@router.delete("/api/public/traces", response_model=DeleteTraceResponse, responses=_LIST)
 async def delete_traces(
-    body: DeleteTraces, request: Request, auth: ProjectAuth = Depends(require_project)
-) -> JSONResponse:
-    await _service(request).delete_traces(auth.project_id, body.traceIds)
-    return JSONResponse({"message": "Traces deleted successfully"})
+    body: DeleteTracesRequest,
+    auth: ProjectAuth = Depends(require_project),
+    service: ReadService = Depends(read_service),
+) -> DeleteTraceResponse:
+    await service.delete_traces(auth.project_id, body.trace_ids)
+    return DeleteTraceResponse(message="Traces deleted successfully")
 
 
-@router.get("/api/public/observations")
+# --- observations -------------------------------------------------------------------------------
+@router.get(
+    "/api/public/observations", response_model=ObservationsViews, response_model_exclude_unset=True, responses=_LIST
+)
 async def list_observations(
-    request: Request,
     auth: ProjectAuth = Depends(require_project),
+    service: ReadService = Depends(read_service),
+    filters: ObservationQuery = Depends(_observation_query),
     page: int = 1,
     limit: int = 50,
-    name: str | None = None,
     user_id: str | None = Query(None, alias="userId"),
-    type: str | None = None,  # noqa: A002 - Langfuse's parameter name
-    trace_id: str | None = Query(None, alias="traceId"),
-    level: str | None = None,
-    parent_observation_id: str | None = Query(None, alias="parentObservationId"),
-    environment: list[str] | None = Query(None),
-    from_start_time: datetime | None = Query(None, alias="fromStartTime"),
-    to_start_time: datetime | None = Query(None, alias="toStartTime"),
-    version: str | None = None,
-) -> JSONResponse:
-    paging(page, limit)
-    where = Filter()
-    if type is not None and type not in OBSERVATION_TYPES:
-        raise BadParameter("type", f"expected one of {', '.join(sorted(OBSERVATION_TYPES))}")
-    if level is not None and level not in LEVELS:
-        raise BadParameter("level", f"expected one of {', '.join(sorted(LEVELS))}")
-    for column, value, key in (
-        ("name", name, "name"),
-        ("type", type, "type"),
-        ("trace_id", trace_id, "trace"),
-        ("level", level, "level"),
-        ("version", version, "version"),
-        ("parent_observation_id", parent_observation_id, "parent"),
-        ("t.user_id", user_id, "user"),
-    ):
-        if value is not None:
-            where.add(f"{column} = {{{key}:String}}", **{key: value})
-    if envs := split_list(environment):
-        where.add("environment IN {envs:Array(String)}", envs=envs)
-    _time_range(where, "start_time", from_start_time, to_start_time, ("fromStartTime", "toStartTime"))
-    data, total = await _service(request).list_observations(
-        auth.project_id, where, page, limit, join_traces=user_id is not None, trace_id=trace_id
-    )
-    return JSONResponse({"data": data, "meta": meta(page, limit, total)})
+) -> ObservationsViews:
+    paging = _page(page, limit)
+    return await service.list_observations(auth.project_id, dataclasses.replace(filters, user_id=user_id), paging)
 
 
-@router.get("/api/public/observations/{observation_id}")
+@router.get(
+    "/api/public/observations/{observation_id}",
+    response_model=Observation,
+    response_model_exclude_unset=True,
+    responses=_ONE,
+)
 async def get_observation(
-    observation_id: str, request: Request, auth: ProjectAuth = Depends(require_project)
-) -> JSONResponse:
-    observation = await _service(request).get_observation(auth.project_id, observation_id)
-    return JSONResponse(observation) if observation else not_found(f"Observation {observation_id}")
+    observation_id: str, auth: ProjectAuth = Depends(require_project), service: ReadService = Depends(read_service)
+) -> Observation:
+    observation = await service.get_observation(auth.project_id, observation_id)
+    if observation is None:
+        raise NotFound(f"Observation {observation_id} not found")
+    return observation
 
 
-async def _scores(
-    request: Request, auth: ProjectAuth, params: dict[str, Any], *, with_trace: bool, trace_only: bool
-) -> JSONResponse:
-    page, limit = params.pop("page"), params.pop("limit")
-    paging(page, limit)
-    where = Filter()
-    if trace_only:
-        where.add("trace_id IS NOT NULL")
-    for column, key in (
-        ("name", "name"),
-        ("source", "source"),
-        ("data_type", "dataType"),
-        ("trace_id", "traceId"),
-        ("session_id", "sessionId"),
-        ("config_id", "configId"),
-        ("queue_id", "queueId"),
-        ("dataset_run_id", "datasetRunId"),
-    ):
-        if params.get(key) is not None:
-            where.add(f"{column} = {{{key}:String}}", **{key: params[key]})
-    if ids := split_list([params["scoreIds"]] if params.get("scoreIds") else None):
-        where.add("id IN {score_ids:Array(String)}", score_ids=ids)
-    if obs := split_list([params["observationId"]] if params.get("observationId") else None):
-        where.add("observation_id IN {obs_ids:Array(String)}", obs_ids=obs)
-    if envs := split_list(params.get("environment")):
-        where.add("environment IN {envs:Array(String)}", envs=envs)
-    if params.get("userId") is not None:
-        where.add("t.t_user_id = {user:String}", user=params["userId"])
-    _time_range(
-        where, "timestamp", params.get("fromTimestamp"), params.get("toTimestamp"), ("fromTimestamp", "toTimestamp")
-    )
-    data, total = await _service(request).list_scores(
-        auth.project_id, where, page, limit, with_trace=with_trace or params.get("userId") is not None
-    )
-    return JSONResponse({"data": data, "meta": meta(page, limit, total)})
-
-
-def _score_params(
-    page: int = 1,
-    limit: int = 50,
-    name: str | None = None,
-    source: str | None = None,
-    data_type: str | None = Query(None, alias="dataType"),
-    trace_id: str | None = Query(None, alias="traceId"),
-    session_id: str | None = Query(None, alias="sessionId"),
-    observation_id: str | None = Query(None, alias="observationId"),
-    config_id: str | None = Query(None, alias="configId"),
-    queue_id: str | None = Query(None, alias="queueId"),
-    dataset_run_id: str | None = Query(None, alias="datasetRunId"),
-    score_ids: str | None = Query(None, alias="scoreIds"),
-    user_id: str | None = Query(None, alias="userId"),
-    environment: list[str] | None = Query(None),
-    from_timestamp: datetime | None = Query(None, alias="fromTimestamp"),
-    to_timestamp: datetime | None = Query(None, alias="toTimestamp"),
-) -> dict[str, Any]:
-    return {
-        "page": page,
-        "limit": limit,
-        "name": name,
-        "source": source,
-        "dataType": data_type,
-        "traceId": trace_id,
-        "sessionId": session_id,
-        "observationId": observation_id,
-        "configId": config_id,
-        "queueId": queue_id,
-        "datasetRunId": dataset_run_id,
-        "scoreIds": score_ids,
-        "userId": user_id,
-        "environment": environment,
-        "fromTimestamp": from_timestamp,
-        "toTimestamp": to_timestamp,
-    }
-
-
-@router.get("/api/public/scores")
-async def list_scores_v1(
-    request: Request, auth: ProjectAuth = Depends(require_project), params: dict[str, Any] = Depends(_score_params)
-) -> JSONResponse:
-    return await _scores(request, auth, params, with_trace=False, trace_only=True)
-
-
-@router.get("/api/public/v2/scores")
-async def list_scores_v2(
-    request: Request, auth: ProjectAuth = Depends(require_project), params: dict[str, Any] = Depends(_score_params)
-) -> JSONResponse:
-    return await _scores(request, auth, params, with_trace=True, trace_only=False)
-
-
-@router.get("/api/public/sessions")
-async def list_sessions(
-    request: Request,
-    auth: ProjectAuth = Depends(require_project),
-    page: int = 1,
-    limit: int = 50,
-    from_timestamp: datetime | None = Query(None, alias="fromTimestamp"),
-    to_timestamp: datetime | None = Query(None, alias="toTimestamp"),
-    environment: list[str] | None = Query(None),
-) -> JSONResponse:
-    paging(page, limit)
-    where = Filter()
-    _time_range(where, "created_at", from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp"))
-    data, total = await _service(request).list_sessions(auth.project_id, where, page, limit, split_list(environment))
-    return JSONResponse({"data": data, "meta": meta(page, limit, total)})
-
-
-@router.get("/api/public/sessions/{session_id}")
-async def get_session(session_id: str, request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
-    session = await _service(request).get_session(auth.project_id, session_id)
-    return JSONResponse(session) if session else not_found(f"Session {session_id}")
-
-
-@router.get("/api/public/projects")
-async def projects(request: Request, auth: ProjectAuth = Depends(require_project)) -> JSONResponse:
-    """The project the key belongs to (the SDKs call this to learn it)."""
-    project = await asyncio.to_thread(get_project, request.app.state.services.metadata, auth.project_id)
-    if project is None:
-        return not_found(f"Project {auth.project_id}")
-    return JSONResponse(
-        {
-            "data": [
-                {
-                    "id": project.id,
-                    "name": project.name,
-                    "metadata": {},
-                    "organization": {"id": "default", "name": "default"},
-                    "retentionDays": project.retention_days,
-                }
-            ]
-        }
-    )
-
-
-@router.get("/api/public/v2/observations")
+@router.get(
+    "/api/public/v2/observations",
+    response_model=ObservationsV2Response,
+    response_model_exclude_unset=True,
+    responses=_LIST,
+)
 async def list_observations_v2(
-    request: Request,
     auth: ProjectAuth = Depends(require_project),
+    service: ReadService = Depends(read_service),
+    filters: ObservationQuery = Depends(_observation_query),
     fields: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
-    name: str | None = None,
-    type: str | None = None,  # noqa: A002 - Langfuse's parameter name
-    trace_id: str | None = Query(None, alias="traceId"),
-    level: str | None = None,
-    parent_observation_id: str | None = Query(None, alias="parentObservationId"),
     is_root_observation: bool | None = Query(None, alias="isRootObservation"),
-    environment: list[str] | None = Query(None),
-    from_start_time: datetime | None = Query(None, alias="fromStartTime"),
-    to_start_time: datetime | None = Query(None, alias="toStartTime"),
-    version: str | None = None,
-) -> JSONResponse:
-    if not 1 <= limit <= 1000:
-        raise BadParameter("limit", "must be between 1 and 1000")
-    groups = {"core", *split_list([fields])} if fields else {"core", "basic"}
-    if unknown := groups - OBSERVATION_GROUPS:
-        raise BadParameter("fields", f"unknown group(s) {', '.join(sorted(unknown))}")
-    where = Filter()
-    if type is not None and type not in OBSERVATION_TYPES:
-        raise BadParameter("type", f"expected one of {', '.join(sorted(OBSERVATION_TYPES))}")
-    for column, value, key in (
-        ("name", name, "name"),
-        ("type", type, "type"),
-        ("trace_id", trace_id, "trace"),
-        ("level", level, "level"),
-        ("version", version, "version"),
-        ("parent_observation_id", parent_observation_id, "parent"),
-    ):
-        if value is not None:
-            where.add(f"{column} = {{{key}:String}}", **{key: value})
-    if is_root_observation is not None:
-        where.add("parent_observation_id IS NULL" if is_root_observation else "parent_observation_id IS NOT NULL")
-    if envs := split_list(environment):
-        where.add("environment IN {envs:Array(String)}", envs=envs)
-    _time_range(where, "start_time", from_start_time, to_start_time, ("fromStartTime", "toStartTime"))
-    rows, next_cursor = await cursor_page(
-        _service(request), "observations", "start_time", auth.project_id, where, limit, cursor
-    )
-    body: dict[str, Any] = {"data": [observation_v2_view(r, groups) for r in rows], "meta": {}}
-    if next_cursor:
-        body["meta"]["cursor"] = next_cursor
-    return JSONResponse(body)
+) -> ObservationsV2Response:
+    paging = _cursor_page(limit, cursor)
+    groups = _observation_groups(fields)
+    query = dataclasses.replace(filters, is_root=is_root_observation)
+    return await service.list_observations_v2(auth.project_id, query, paging, groups)
 
 
-@router.get("/api/public/v3/scores")
-async def list_scores_v3(
-    request: Request,
+# --- scores -------------------------------------------------------------------------------------
+@router.get("/api/public/scores", response_model=GetScoresResponse, response_model_exclude_unset=True, responses=_LIST)
+async def list_scores_v1(
     auth: ProjectAuth = Depends(require_project),
+    service: ReadService = Depends(read_service),
+    filters: ScoreQuery = Depends(_score_query),
+    page: int = 1,
+    limit: int = 50,
+) -> GetScoresResponse:
+    paging = _page(page, limit)
+    return await service.list_scores(auth.project_id, dataclasses.replace(filters, trace_only=True), paging)
+
+
+@router.get(
+    "/api/public/v2/scores", response_model=GetScoresResponse, response_model_exclude_unset=True, responses=_LIST
+)
+async def list_scores_v2(
+    auth: ProjectAuth = Depends(require_project),
+    service: ReadService = Depends(read_service),
+    filters: ScoreQuery = Depends(_score_query),
+    page: int = 1,
+    limit: int = 50,
+) -> GetScoresResponse:
+    paging = _page(page, limit)
+    return await service.list_scores(auth.project_id, filters, paging)
+
+
+@router.get(
+    "/api/public/v3/scores", response_model=GetScoresV3Response, response_model_exclude_unset=True, responses=_LIST
+)
+async def list_scores_v3(
+    auth: ProjectAuth = Depends(require_project),
+    service: ReadService = Depends(read_service),
     limit: int = 50,
     cursor: str | None = None,
     id: str | None = None,  # noqa: A002 - Langfuse's parameter name
     name: str | None = None,
-    source: str | None = None,
-    data_type: str | None = Query(None, alias="dataType"),
+    source: str | None = Query(None, description=f"Comma-separated, any of {names(ScoreSource)}"),
+    data_type: str | None = Query(
+        None, alias="dataType", description=f"Comma-separated, any of {names(ScoreDataType)}"
+    ),
     environment: str | None = None,
     trace_id: str | None = Query(None, alias="traceId"),
     session_id: str | None = Query(None, alias="sessionId"),
     observation_id: str | None = Query(None, alias="observationId"),
     from_timestamp: datetime | None = Query(None, alias="fromTimestamp"),
     to_timestamp: datetime | None = Query(None, alias="toTimestamp"),
-) -> JSONResponse:
-    if not 1 <= limit <= 1000:
-        raise BadParameter("limit", "must be between 1 and 1000")
-    where = Filter()
-    for column, value, key in (
-        ("id", id, "id"),
-        ("name", name, "name"),
-        ("source", source, "source"),
-        ("data_type", data_type, "kind"),
-        ("environment", environment, "env"),
-        ("trace_id", trace_id, "trace"),
-        ("session_id", session_id, "session"),
-        ("observation_id", observation_id, "obs"),
-    ):
-        if values := split_list([value] if value else None):
-            where.add(f"{column} IN {{{key}:Array(String)}}", **{key: values})
-    _time_range(where, "timestamp", from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp"))
-    rows, next_cursor = await cursor_page(
-        _service(request), "scores", "timestamp", auth.project_id, where, limit, cursor
+) -> GetScoresV3Response:
+    paging = _cursor_page(limit, cursor)
+    query = ScoreV3Query(
+        ids=_split(id),
+        names=_split(name),
+        sources=_one_of(ScoreSource, "source", _split(source)),
+        data_types=_one_of(ScoreDataType, "dataType", _split(data_type)),
+        environments=_split(environment),
+        trace_ids=_split(trace_id),
+        session_ids=_split(session_id),
+        observation_ids=_split(observation_id),
+        timestamp=_time_range(from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp")),
     )
-    meta_body: dict[str, Any] = {"limit": limit}
-    if next_cursor:
-        meta_body["cursor"] = next_cursor
-    return JSONResponse({"data": [score_v3_view(r) for r in rows], "meta": meta_body})
+    return await service.list_scores_v3(auth.project_id, query, paging)
+
+
+# --- sessions and projects ----------------------------------------------------------------------
+@router.get(
+    "/api/public/sessions", response_model=PaginatedSessions, response_model_exclude_unset=True, responses=_LIST
+)
+async def list_sessions(
+    auth: ProjectAuth = Depends(require_project),
+    service: ReadService = Depends(read_service),
+    page: int = 1,
+    limit: int = 50,
+    from_timestamp: datetime | None = Query(None, alias="fromTimestamp"),
+    to_timestamp: datetime | None = Query(None, alias="toTimestamp"),
+    environment: list[str] | None = Query(None),
+) -> PaginatedSessions:
+    paging = _page(page, limit)
+    query = SessionQuery(
+        environments=_split(environment),
+        created_at=_time_range(from_timestamp, to_timestamp, ("fromTimestamp", "toTimestamp")),
+    )
+    return await service.list_sessions(auth.project_id, query, paging)
+
+
+@router.get(
+    "/api/public/sessions/{session_id}",
+    response_model=SessionWithTraces,
+    response_model_exclude_unset=True,
+    responses=_ONE,
+)
+async def get_session(
+    session_id: str, auth: ProjectAuth = Depends(require_project), service: ReadService = Depends(read_service)
+) -> SessionWithTraces:
+    session = await service.get_session(auth.project_id, session_id)
+    if session is None:
+        raise NotFound(f"Session {session_id} not found")
+    return session
+
+
+@router.get("/api/public/projects", response_model=Projects, responses=error_responses(401, 404, 503))
+async def projects(
+    auth: ProjectAuth = Depends(require_project), service: ReadService = Depends(read_service)
+) -> Projects:
+    """The project the key belongs to (the SDKs call this to learn it)."""
+    found = await service.projects(auth.project_id)
+    if found is None:
+        raise NotFound(f"Project {auth.project_id} not found")
+    return found

@@ -4,108 +4,109 @@ Reads see the latest version of each row (`FINAL`, which also drops `is_deleted`
 filter by the caller's project. Deletes write tombstones (the row again with `is_deleted = 1` and a
 new `event_ts`), so readers stop seeing the entity at once and exports see the deletion as a
 newer version instead of missing it.
+
+Rows come from ClickHouse as dicts (`Row`); every method answers a response model.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import math
-from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tracehouse.api_common import BadParameter
 from tracehouse.clickhouse import ClickHouse, Workload
-from tracehouse.timefmt import api_time, ch_time
+from tracehouse.enums import ScoreDataType
+from tracehouse.metadata import MetadataDB, get_project
+from tracehouse.queries.models import (
+    TRACE_FIELD_GROUPS,
+    Cursor,
+    CursorPage,
+    GetScoresResponse,
+    GetScoresV3Meta,
+    GetScoresV3Response,
+    MetaResponse,
+    Observation,
+    ObservationQuery,
+    ObservationsV2Meta,
+    ObservationsV2Response,
+    ObservationsViews,
+    ObservationV2,
+    Organization,
+    Page,
+    PaginatedSessions,
+    Project,
+    Projects,
+    Score,
+    ScoreQuery,
+    ScoreSubject,
+    ScoreTrace,
+    ScoreV3,
+    ScoreV3Query,
+    ScoreWithTrace,
+    Session,
+    SessionQuery,
+    SessionWithTraces,
+    TraceQuery,
+    Traces,
+    TraceWithDetails,
+    TraceWithFullDetails,
+    Usage,
+)
+from tracehouse.queries.sql import (
+    PAGE,
+    Filter,
+    keyset_page,
+    newest,
+    observation_filter,
+    score_filter,
+    score_v3_filter,
+    sessions_source,
+    trace_filter,
+    trace_order,
+)
 
-TRACE_ORDER_COLUMNS = {
-    "id": "id",
-    "timestamp": "timestamp",
-    "name": "name",
-    "userId": "user_id",
-    "release": "release",
-    "version": "version",
-    "public": "public",
-    "bookmarked": "bookmarked",
-    "sessionId": "session_id",
-}
-TRACE_FIELDS = {"core", "io", "scores", "observations", "metrics"}
-PAGE = "LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
-
-
-def parse_json(value: Any) -> Any:
-    """Stored I/O and metadata values are JSON text when they were structured; give them back parsed."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def _number(value: Any) -> float | None:
-    if value is None:
-        return None
-    return float(value) if isinstance(value, Decimal | int | float) else None
-
-
-@dataclass
-class Filter:
-    """WHERE clauses and their parameters, built together so values are always bound."""
-
-    clauses: list[str] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, clause: str, **params: Any) -> None:
-        self.clauses.append(clause)
-        self.params.update(params)
-
-    @property
-    def sql(self) -> str:
-        return " AND ".join(self.clauses) if self.clauses else "1"
-
-
-def paging(page: int, limit: int, *, max_limit: int = 100) -> tuple[int, int]:
-    if page < 1:
-        raise BadParameter("page", "must be 1 or more")
-    if not 1 <= limit <= max_limit:
-        raise BadParameter("limit", f"must be between 1 and {max_limit}")
-    return page, limit
-
-
-def meta(page: int, limit: int, total: int) -> dict[str, int]:
-    return {"page": page, "limit": limit, "totalItems": total, "totalPages": math.ceil(total / limit) if limit else 0}
-
-
-def split_list(values: list[str] | None) -> list[str]:
-    """Repeated query params or comma-separated values, as Langfuse accepts both."""
-    return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
+Row = dict[str, Any]
+# Per trace id: "observations"/"scores" (id lists), "latency", "totalCost".
+TraceDetails = dict[str, Any]
+_NO_TRACE = ScoreTrace(user_id=None, tags=None, environment=None, session_id=None)
 
 
 class ReadService:
-    def __init__(self, clickhouse: ClickHouse) -> None:
+    def __init__(self, clickhouse: ClickHouse, metadata: MetadataDB) -> None:
         self._ch = clickhouse
+        self._metadata = metadata
 
-    async def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def query(self, sql: str, params: dict[str, Any]) -> list[Row]:
         # Versions of a row never cross partitions (traces, observations and scores are partitioned by
         # their immutable time column), so FINAL may merge each partition on its own, in parallel.
         return await self._ch.query(
             sql, params, workload=Workload.INTERACTIVE, settings={"do_not_merge_across_partitions_select_final": 1}
         )
 
+    async def latest(self, table: str, where: str, params: dict[str, Any], order: str = "") -> list[Row]:
+        return await self.query(f"SELECT * FROM ({newest(table, where)}) {order}", params)
+
+    async def _page(self, source: str, where: Filter, order: str, page: Page, project_id: str) -> tuple[list[Row], int]:
+        """One offset page of `SELECT *`-able `source` rows and the count of all that match."""
+        params = {"p": project_id, **where.params, "limit": page.limit, "offset": page.offset}
+        base = f"FROM {source} WHERE project_id = {{p:String}} AND {where.sql}"
+        rows, counted = await asyncio.gather(
+            self.query(f"SELECT * {base} ORDER BY {order} {PAGE}", params),
+            self.query(f"SELECT count() AS n {base}", params),
+        )
+        return rows, int(counted[0]["n"])
+
     # --- traces ----------------------------------------------------------------------------
-    async def list_traces(
-        self, project_id: str, where: Filter, order: str, page: int, limit: int, fields: set[str]
-    ) -> tuple[list[dict[str, Any]], int]:
-        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
+    async def list_traces(self, project_id: str, query: TraceQuery, page: Page) -> Traces:
+        where = trace_filter(query)
+        params = {"p": project_id, **where.params, "limit": page.limit, "offset": page.offset}
         base = f"FROM traces FINAL WHERE project_id = {{p:String}} AND {where.sql}"
         # Two steps: pick the page's ids reading only the columns the filter and order need, then fetch
         # those rows in full by id (input/output are most of the bytes and only 50 rows need them).
         page_ids, counted = await asyncio.gather(
-            self.query(f"SELECT id {base} ORDER BY {order} {PAGE}", params),
+            self.query(f"SELECT id {base} ORDER BY {trace_order(query.order)} {PAGE}", params),
             self.query(f"SELECT count() AS n {base}", params),
         )
         ids = [r["id"] for r in page_ids]
@@ -118,14 +119,11 @@ class ReadService:
             else {}
         )
         rows = [fetched[i] for i in ids if i in fetched]
-        total = counted[0]["n"]
-        details = await self._trace_details(project_id, [r["id"] for r in rows], fields)
-        return [self.trace_view(r, details.get(r["id"], {}), fields) for r in rows], int(total)
+        details = await self._trace_details(project_id, [r["id"] for r in rows], query.fields)
+        data = [trace_with_details(r, details.get(r["id"], {}), query.fields) for r in rows]
+        return Traces(data=data, meta=page_meta(page, int(counted[0]["n"])))
 
-    async def latest(self, table: str, where: str, params: dict[str, Any], order: str = "") -> list[dict[str, Any]]:
-        return await self.query(f"SELECT * FROM ({_newest(table, where)}) {order}", params)
-
-    async def get_trace(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
+    async def get_trace(self, project_id: str, trace_id: str) -> TraceWithFullDetails | None:
         params = {"p": project_id, "id": trace_id}
         rows, observations, scores = await asyncio.gather(
             self.latest("traces", "id = {id:String}", params),
@@ -134,21 +132,26 @@ class ReadService:
         )
         if not rows:
             return None
-        view = self.trace_view(rows[0], _metrics(observations), TRACE_FIELDS)
-        view["observations"] = [observation_view(o) for o in observations]
-        view["scores"] = [score_view(s) for s in scores]
-        return view
+        metrics = _metrics(observations)
+        return TraceWithFullDetails(
+            **_trace_fields(rows[0], io=True),
+            observations=[observation_view(o) for o in observations],
+            scores=[score_view(s) for s in scores],
+            latency=metrics["latency"],
+            total_cost=metrics["totalCost"],
+            html_path=_html_path(rows[0]),
+        )
 
-    async def _trace_details(self, project_id: str, ids: list[str], fields: set[str]) -> dict[str, dict]:
+    async def _trace_details(self, project_id: str, ids: list[str], fields: frozenset[str]) -> dict[str, TraceDetails]:
         if not ids or not fields & {"observations", "metrics", "scores"}:
             return {}
-        details: dict[str, dict[str, Any]] = {i: {} for i in ids}
+        details: dict[str, TraceDetails] = {i: {} for i in ids}
         params = {"p": project_id, "ids": ids}
         if fields & {"observations", "metrics"}:
             for row in await self.query(
                 "SELECT trace_id, groupArray(id) AS ids, min(start_time) AS first, "
                 "max(greatest(start_time, coalesce(end_time, start_time))) AS last, sum(total_cost) AS cost "
-                f"FROM ({_newest('observations', 'trace_id IN {ids:Array(String)}')}) GROUP BY trace_id",
+                f"FROM ({newest('observations', 'trace_id IN {ids:Array(String)}')}) GROUP BY trace_id",
                 params,
             ):
                 details[row["trace_id"]].update(
@@ -158,143 +161,112 @@ class ReadService:
                 )
         if "scores" in fields:
             for row in await self.query(
-                f"SELECT trace_id, groupArray(id) AS ids FROM ({_newest('scores', 'trace_id IN {ids:Array(String)}')}) "
+                f"SELECT trace_id, groupArray(id) AS ids FROM ({newest('scores', 'trace_id IN {ids:Array(String)}')}) "
                 "GROUP BY trace_id",
                 params,
             ):
                 details[row["trace_id"]]["scores"] = row["ids"]
         return details
 
-    @staticmethod
-    def trace_view(row: dict[str, Any], details: dict[str, Any], fields: set[str]) -> dict[str, Any]:
-        io = "io" in fields
-        metrics = "metrics" in fields
-        return {
-            "id": row["id"],
-            "externalId": None,
-            "timestamp": api_time(row["timestamp"]),
-            "name": row["name"] or None,
-            "userId": row["user_id"],
-            "release": row["release"],
-            "version": row["version"],
-            "projectId": row["project_id"],
-            "environment": row["environment"],
-            "public": bool(row["public"]),
-            "bookmarked": bool(row["bookmarked"]),
-            "tags": list(row["tags"]),
-            "sessionId": row["session_id"],
-            "metadata": {k: parse_json(v) for k, v in row["metadata"]} if io else None,
-            "input": parse_json(row["input"]) if io else None,
-            "output": parse_json(row["output"]) if io else None,
-            "createdAt": api_time(row["created_at"]),
-            "updatedAt": api_time(row["updated_at"]),
-            "observations": details.get("observations", []) if "observations" in fields else [],
-            "scores": details.get("scores", []) if "scores" in fields else [],
-            "latency": details.get("latency", 0.0) if metrics else -1,
-            "totalCost": details.get("totalCost", 0.0) if metrics else -1,
-            "htmlPath": f"/project/{row['project_id']}/traces/{row['id']}",
-        }
-
     # --- observations ---------------------------------------------------------------------
-    async def list_observations(
-        self, project_id: str, where: Filter, page: int, limit: int, join_traces: bool, trace_id: str | None = None
-    ) -> tuple[list[dict[str, Any]], int]:
-        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
+    async def list_observations(self, project_id: str, query: ObservationQuery, page: Page) -> ObservationsViews:
+        where = observation_filter(query)
         source = "observations FINAL"
-        if trace_id is not None:
+        if query.trace_id is not None:
             # One trace: take its rows' newest versions through the trace_id index (trace_id never
             # changes, so this is exact), then apply the other filters to those versions.
-            params["only_trace"] = trace_id
-            source = f"({_newest('observations', 'trace_id = {only_trace:String}')}) AS observations"
-        if join_traces:  # userId lives on the trace
-            source += (
-                " INNER JOIN (SELECT id AS t_id, user_id FROM traces FINAL "
-                "WHERE project_id = {p:String}) AS t ON t.t_id = observations.trace_id"
-            )
-        base = f"FROM {source} WHERE project_id = {{p:String}} AND {where.sql}"
-        rows = await self.query(f"SELECT observations.* {base} ORDER BY start_time DESC, id {PAGE}", params)
-        total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
-        return [observation_view(r) for r in rows], int(total)
+            where.params["only_trace"] = query.trace_id
+            source = f"({newest('observations', 'trace_id = {only_trace:String}')})"
+        rows, total = await self._page(source, where, "start_time DESC, id", page, project_id)
+        return ObservationsViews(data=[observation_view(r) for r in rows], meta=page_meta(page, total))
 
-    async def get_observation(self, project_id: str, observation_id: str) -> dict[str, Any] | None:
+    async def get_observation(self, project_id: str, observation_id: str) -> Observation | None:
         rows = await self.latest("observations", "id = {id:String}", {"p": project_id, "id": observation_id})
         return observation_view(rows[0]) if rows else None
 
+    async def list_observations_v2(
+        self, project_id: str, query: ObservationQuery, cursor: CursorPage, groups: frozenset[str]
+    ) -> ObservationsV2Response:
+        rows, next_cursor = await self._keyset(
+            project_id, "observations", "start_time", observation_filter(query), cursor
+        )
+        meta = ObservationsV2Meta(cursor=next_cursor) if next_cursor else ObservationsV2Meta()
+        return ObservationsV2Response(data=[observation_v2_view(r, groups) for r in rows], meta=meta)
+
+    async def _keyset(
+        self, project_id: str, table: str, time_column: str, where: Filter, cursor: CursorPage
+    ) -> tuple[list[Row], str | None]:
+        """Keyset pagination newest first: fetch limit+1 to know whether a next page exists."""
+        sql, params = keyset_page(table, time_column, where, cursor.after)
+        rows = await self.query(sql, {"p": project_id, **params, "limit": cursor.limit + 1})
+        if len(rows) <= cursor.limit:
+            return rows, None
+        last = rows[cursor.limit - 1]
+        return rows[: cursor.limit], Cursor.at(last[time_column], last["id"]).encode()
+
     # --- scores -----------------------------------------------------------------------------
-    async def list_scores(
-        self, project_id: str, where: Filter, page: int, limit: int, with_trace: bool
-    ) -> tuple[list[dict[str, Any]], int]:
-        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit}
-        source = "scores FINAL"
-        extra = ""
-        if with_trace:
-            source = (
-                "scores FINAL LEFT JOIN (SELECT id AS t_id, user_id AS t_user_id, tags AS t_tags, "
-                "environment AS t_environment, session_id AS t_session_id FROM traces FINAL "
-                "WHERE project_id = {p:String}) AS t ON t.t_id = scores.trace_id"
+    async def list_scores(self, project_id: str, query: ScoreQuery, page: Page) -> GetScoresResponse:
+        """v1 and v2 scores, each with its trace's attributes."""
+        rows, total = await self._page("scores FINAL", score_filter(query), "timestamp DESC, id", page, project_id)
+        traces = await self._score_traces(project_id, [r["trace_id"] for r in rows if r["trace_id"]])
+        # v1's type requires the trace object, v2's allows null.
+        missing = _NO_TRACE if query.trace_only else None
+        data = [ScoreWithTrace(**_score_fields(r), trace=traces.get(r["trace_id"] or "", missing)) for r in rows]
+        return GetScoresResponse(data=data, meta=page_meta(page, total))
+
+    async def _score_traces(self, project_id: str, trace_ids: list[str]) -> dict[str, ScoreTrace]:
+        if not trace_ids:
+            return {}
+        rows = await self.query(
+            f"SELECT id, user_id, tags, environment, session_id FROM ({newest('traces', 'id IN {ids:Array(String)}')})",
+            {"p": project_id, "ids": sorted(set(trace_ids))},
+        )
+        return {
+            r["id"]: ScoreTrace(
+                user_id=r["user_id"], tags=list(r["tags"]), environment=r["environment"], session_id=r["session_id"]
             )
-            extra = ", t.t_user_id, t.t_tags, t.t_environment, t.t_session_id, t.t_id"
-        # CORRECTION scores are not listed (as Langfuse).
-        base = f"FROM {source} WHERE project_id = {{p:String}} AND data_type != 'CORRECTION' AND {where.sql}"
-        rows = await self.query(f"SELECT scores.*{extra} {base} ORDER BY timestamp DESC, id {PAGE}", params)
-        total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
-        views = []
-        for row in rows:
-            view = score_view(row)
-            if with_trace:
-                view["trace"] = (
-                    {
-                        "userId": row["t_user_id"],
-                        "tags": list(row["t_tags"] or []),
-                        "environment": row["t_environment"],
-                        "sessionId": row["t_session_id"],
-                    }
-                    if row.get("t_id")
-                    else None
-                )
-            views.append(view)
-        return views, int(total)
+            for r in rows
+        }
+
+    async def list_scores_v3(self, project_id: str, query: ScoreV3Query, cursor: CursorPage) -> GetScoresV3Response:
+        rows, next_cursor = await self._keyset(project_id, "scores", "timestamp", score_v3_filter(query), cursor)
+        meta = (
+            GetScoresV3Meta(limit=cursor.limit, cursor=next_cursor)
+            if next_cursor
+            else GetScoresV3Meta(limit=cursor.limit)
+        )
+        return GetScoresV3Response(data=[score_v3_view(r) for r in rows], meta=meta)
 
     # --- sessions ---------------------------------------------------------------------------
-    async def list_sessions(
-        self, project_id: str, where: Filter, page: int, limit: int, environments: list[str]
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Sessions are derived from traces; an environment filter keeps sessions with traces in it."""
-        params = {"p": project_id, **where.params, "limit": limit, "offset": (page - 1) * limit, "envs": environments}
-        env_clause = "AND environment IN {envs:Array(String)}" if environments else ""
-        grouped = (
-            "SELECT session_id AS id, min(timestamp) AS created_at, any(environment) AS session_env "
-            f"FROM traces FINAL WHERE project_id = {{p:String}} AND session_id IS NOT NULL {env_clause} "
-            "GROUP BY session_id"
-        )
+    async def list_sessions(self, project_id: str, query: SessionQuery, page: Page) -> PaginatedSessions:
+        grouped, where = sessions_source(query)
+        params = {"p": project_id, **where.params, "limit": page.limit, "offset": page.offset}
         base = f"FROM ({grouped}) WHERE {where.sql}"
-        rows = await self.query(f"SELECT * {base} ORDER BY created_at DESC, id {PAGE}", params)
-        total = (await self.query(f"SELECT count() AS n {base}", params))[0]["n"]
-        return [
-            {
-                "id": r["id"],
-                "createdAt": api_time(r["created_at"]),
-                "projectId": project_id,
-                "environment": r["session_env"],
-            }
+        rows, counted = await asyncio.gather(
+            self.query(f"SELECT * {base} ORDER BY created_at DESC, id {PAGE}", params),
+            self.query(f"SELECT count() AS n {base}", params),
+        )
+        data = [
+            Session(id=r["id"], created_at=r["created_at"], project_id=project_id, environment=r["session_env"])
             for r in rows
-        ], int(total)
+        ]
+        return PaginatedSessions(data=data, meta=page_meta(page, int(counted[0]["n"])))
 
-    async def get_session(self, project_id: str, session_id: str) -> dict[str, Any] | None:
+    async def get_session(self, project_id: str, session_id: str) -> SessionWithTraces | None:
         rows = await self.query(
             "SELECT * FROM traces FINAL WHERE project_id = {p:String} AND session_id = {s:String} ORDER BY timestamp",
             {"p": project_id, "s": session_id},
         )
         if not rows:
             return None
-        details = await self._trace_details(project_id, [r["id"] for r in rows], TRACE_FIELDS)
-        return {
-            "id": session_id,
-            "createdAt": api_time(rows[0]["timestamp"]),
-            "projectId": project_id,
-            "environment": rows[0]["environment"],
-            "traces": [self.trace_view(r, details.get(r["id"], {}), TRACE_FIELDS) for r in rows],
-        }
+        details = await self._trace_details(project_id, [r["id"] for r in rows], TRACE_FIELD_GROUPS)
+        return SessionWithTraces(
+            id=session_id,
+            created_at=rows[0]["timestamp"],
+            project_id=project_id,
+            environment=rows[0]["environment"],
+            traces=[trace_with_details(r, details.get(r["id"], {}), TRACE_FIELD_GROUPS) for r in rows],
+        )
 
     # --- deletes ----------------------------------------------------------------------------
     async def delete_traces(self, project_id: str, trace_ids: list[str]) -> int:
@@ -315,16 +287,92 @@ class ReadService:
             )
         return int(found)
 
+    # --- projects ---------------------------------------------------------------------------
+    async def projects(self, project_id: str) -> Projects | None:
+        """The key's own project (the SDKs call this to learn it)."""
+        project = await asyncio.to_thread(get_project, self._metadata, project_id)
+        if project is None:
+            return None
+        organization = Organization(id="default", name="default")
+        return Projects(
+            data=[
+                Project(
+                    id=project.id,
+                    name=project.name,
+                    metadata={},
+                    organization=organization,
+                    retention_days=project.retention_days,
+                )
+            ]
+        )
 
-def _newest(table: str, where: str) -> str:
-    """The newest live version of each row matching `where`, without FINAL: point lookups go through
-    the bloom-filter indexes first and only then pick versions, far cheaper than merging every part of
-    a project. Only valid when `where` filters on columns a row never changes (ids, trace_id)."""
-    inner = f"SELECT * FROM {table} WHERE project_id = {{p:String}} AND {where} ORDER BY event_ts DESC LIMIT 1 BY id"
-    return f"SELECT * FROM ({inner}) WHERE is_deleted = 0"
+
+# --- rows to response models ------------------------------------------------------------------
+def page_meta(page: Page, total: int) -> MetaResponse:
+    return MetaResponse(page=page.page, limit=page.limit, total_items=total, total_pages=math.ceil(total / page.limit))
 
 
-def _metrics(observations: list[dict[str, Any]]) -> dict[str, Any]:
+def parse_json(value: Any) -> Any:
+    """Stored I/O and metadata values are JSON text when they were structured; give them back parsed."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    return float(value) if isinstance(value, Decimal | int | float) else None
+
+
+def _metadata(row: Row) -> dict[str, Any]:
+    return {k: parse_json(v) for k, v in row["metadata"]}
+
+
+def _html_path(row: Row) -> str:
+    return f"/project/{row['project_id']}/traces/{row['id']}"
+
+
+def _trace_fields(row: Row, *, io: bool) -> dict[str, Any]:
+    """The fields every trace shape shares; metadata and I/O are null without the io group."""
+    return {
+        "id": row["id"],
+        "external_id": None,
+        "timestamp": row["timestamp"],
+        "name": row["name"] or None,
+        "user_id": row["user_id"],
+        "release": row["release"],
+        "version": row["version"],
+        "project_id": row["project_id"],
+        "environment": row["environment"],
+        "public": bool(row["public"]),
+        "bookmarked": bool(row["bookmarked"]),
+        "tags": list(row["tags"]),
+        "session_id": row["session_id"],
+        "metadata": _metadata(row) if io else None,
+        "input": parse_json(row["input"]) if io else None,
+        "output": parse_json(row["output"]) if io else None,
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def trace_with_details(row: Row, details: TraceDetails, fields: frozenset[str]) -> TraceWithDetails:
+    metrics = "metrics" in fields
+    return TraceWithDetails(
+        **_trace_fields(row, io="io" in fields),
+        observations=details.get("observations", []) if "observations" in fields else [],
+        scores=details.get("scores", []) if "scores" in fields else [],
+        latency=details.get("latency", 0.0) if metrics else -1,
+        total_cost=details.get("totalCost", 0.0) if metrics else -1,
+        html_path=_html_path(row),
+    )
+
+
+def _metrics(observations: list[Row]) -> dict[str, float]:
     if not observations:
         return {"latency": 0.0, "totalCost": 0.0}
     first = min(o["start_time"] for o in observations)
@@ -339,197 +387,179 @@ def _sum_keys(details: dict[str, Any], needle: str) -> float:
     return sum(float(v) for k, v in details.items() if needle in k)
 
 
-def observation_view(row: dict[str, Any]) -> dict[str, Any]:
+def observation_view(row: Row) -> Observation:
     usage = {k: int(v) for k, v in row["usage_details"]}
     costs = {k: float(v) for k, v in row["cost_details"]}
     start, end, first_token = row["start_time"], row["end_time"], row["completion_start_time"]
-    return {
-        "id": row["id"],
-        "projectId": row["project_id"],
-        "traceId": row["trace_id"],
-        "parentObservationId": row["parent_observation_id"],
-        "name": row["name"] or None,
-        "type": row["type"],
-        "environment": row["environment"],
-        "startTime": api_time(start),
-        "endTime": api_time(end),
-        "version": row["version"],
-        "createdAt": api_time(row["created_at"]),
-        "updatedAt": api_time(row["updated_at"]),
-        "input": parse_json(row["input"]),
-        "output": parse_json(row["output"]),
-        "metadata": {k: parse_json(v) for k, v in row["metadata"]},
-        "level": row["level"],
-        "statusMessage": row["status_message"],
-        "model": row["provided_model_name"],
-        "modelParameters": parse_json(row["model_parameters"]) or {},
-        "completionStartTime": api_time(first_token),
-        "promptId": row["prompt_id"],
-        "promptName": row["prompt_name"],
-        "promptVersion": row["prompt_version"],
-        "usageDetails": usage,
-        "costDetails": costs,
-        "usage": {
-            "unit": "TOKENS",
-            "input": int(_sum_keys(usage, "input")),
-            "output": int(_sum_keys(usage, "output")),
-            "total": usage.get("total", 0),
-        },
-        "unit": "TOKENS",
-        "promptTokens": int(_sum_keys(usage, "input")),
-        "completionTokens": int(_sum_keys(usage, "output")),
-        "totalTokens": usage.get("total", 0),
-        "usagePricingTierName": row["usage_pricing_tier_name"],
-        "usagePricingTierId": row["usage_pricing_tier_id"],
-        "modelId": row["internal_model_id"],
-        "inputPrice": None,
-        "outputPrice": None,
-        "totalPrice": None,
-        "calculatedInputCost": _sum_keys(costs, "input") if any("input" in k for k in costs) else None,
-        "calculatedOutputCost": _sum_keys(costs, "output") if any("output" in k for k in costs) else None,
-        "calculatedTotalCost": _number(row["total_cost"]) or costs.get("total", 0.0),
-        "latency": (end - start).total_seconds() if end else None,
-        "timeToFirstToken": (first_token - start).total_seconds() if first_token else None,
-    }
+    input_tokens, output_tokens, total_tokens = (
+        int(_sum_keys(usage, "input")),
+        int(_sum_keys(usage, "output")),
+        usage.get("total", 0),
+    )
+    return Observation(
+        id=row["id"],
+        project_id=row["project_id"],
+        trace_id=row["trace_id"],
+        parent_observation_id=row["parent_observation_id"],
+        name=row["name"] or None,
+        type=row["type"],
+        environment=row["environment"],
+        start_time=start,
+        end_time=end,
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        input=parse_json(row["input"]),
+        output=parse_json(row["output"]),
+        metadata=_metadata(row),
+        level=row["level"],
+        status_message=row["status_message"],
+        model=row["provided_model_name"],
+        model_parameters=parse_json(row["model_parameters"]) or {},
+        completion_start_time=first_token,
+        prompt_id=row["prompt_id"],
+        prompt_name=row["prompt_name"],
+        prompt_version=row["prompt_version"],
+        usage_details=usage,
+        cost_details=costs,
+        usage=Usage(unit="TOKENS", input=input_tokens, output=output_tokens, total=total_tokens),
+        unit="TOKENS",
+        prompt_tokens=input_tokens,
+        completion_tokens=output_tokens,
+        total_tokens=total_tokens,
+        usage_pricing_tier_name=row["usage_pricing_tier_name"],
+        usage_pricing_tier_id=row["usage_pricing_tier_id"],
+        model_id=row["internal_model_id"],
+        input_price=None,
+        output_price=None,
+        total_price=None,
+        calculated_input_cost=_sum_keys(costs, "input") if any("input" in k for k in costs) else None,
+        calculated_output_cost=_sum_keys(costs, "output") if any("output" in k for k in costs) else None,
+        calculated_total_cost=_number(row["total_cost"]) or costs.get("total", 0.0),
+        latency=(end - start).total_seconds() if end else None,
+        time_to_first_token=(first_token - start).total_seconds() if first_token else None,
+    )
 
 
-def score_view(row: dict[str, Any]) -> dict[str, Any]:
-    view = {
-        "id": row["id"],
-        "projectId": row["project_id"],
-        "environment": row["environment"],
-        "name": row["name"],
-        "value": row["value"],
-        "source": row["source"],
-        "authorUserId": row["author_user_id"],
-        "comment": row["comment"],
-        "metadata": {k: parse_json(v) for k, v in row["metadata"]},
-        "configId": row["config_id"],
-        "queueId": row["queue_id"],
-        "executionTraceId": row["execution_trace_id"],
-        "createdAt": api_time(row["created_at"]),
-        "updatedAt": api_time(row["updated_at"]),
-        "timestamp": api_time(row["timestamp"]),
-        "traceId": row["trace_id"],
-        "observationId": row["observation_id"],
-        "sessionId": row["session_id"],
-        "datasetRunId": row["dataset_run_id"],
-        "dataType": row["data_type"],
-        "stringValue": row["string_value"],
-    }
-    if row["data_type"] == "TEXT":
-        view.pop("value")
-    return view
-
-
-# --- cursor pagination (v2 observations, v3 scores) -------------------------------------------
-def encode_cursor(moment: datetime, row_id: str) -> str:
-    raw = json.dumps({"t": ch_time(moment), "id": row_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return str(data["t"]), str(data["id"])
-    except (ValueError, KeyError, TypeError):
-        raise BadParameter("cursor", "not a cursor returned by this API") from None
-
-
-OBSERVATION_GROUPS = {"core", "basic", "time", "io", "metadata", "model", "usage", "prompt", "metrics", "trace_context"}
-
-
-def observation_v2_view(row: dict[str, Any], groups: set[str]) -> dict[str, Any]:
+def observation_v2_view(row: Row, groups: frozenset[str]) -> ObservationV2:
+    """The core fields and each requested group (the others stay unset, so they are left out)."""
     full = observation_view(row)
-    view: dict[str, Any] = {
-        k: full[k] for k in ("id", "traceId", "startTime", "endTime", "projectId", "parentObservationId", "type")
+    fields: dict[str, Any] = {
+        "id": full.id,
+        "trace_id": full.trace_id,
+        "start_time": full.start_time,
+        "end_time": full.end_time,
+        "project_id": full.project_id,
+        "parent_observation_id": full.parent_observation_id,
+        "type": full.type,
     }
     if "basic" in groups:
-        view.update(
-            name=full["name"],
-            level=full["level"],
-            statusMessage=full["statusMessage"],
-            version=full["version"],
-            environment=full["environment"],
-            isRootObservation=row["parent_observation_id"] is None,
+        fields.update(
+            name=full.name,
+            level=full.level,
+            status_message=full.status_message,
+            version=full.version,
+            environment=full.environment,
+            is_root_observation=row["parent_observation_id"] is None,
         )
     if "time" in groups:
-        view.update(
-            completionStartTime=full["completionStartTime"], createdAt=full["createdAt"], updatedAt=full["updatedAt"]
+        fields.update(
+            completion_start_time=full.completion_start_time, created_at=full.created_at, updated_at=full.updated_at
         )
     if "io" in groups:
-        view.update(input=row["input"], output=row["output"])  # raw strings, as parseIoAsJson=false
+        fields.update(input=row["input"], output=row["output"])
     if "metadata" in groups:
-        view["metadata"] = full["metadata"]
+        fields.update(metadata=full.metadata)
     if "model" in groups:
-        view.update(
-            model=full["model"], internalModelId=row["internal_model_id"], modelParameters=full["modelParameters"]
+        fields.update(
+            model=full.model, internal_model_id=row["internal_model_id"], model_parameters=full.model_parameters
         )
     if "usage" in groups:
-        view.update(
-            usageDetails=full["usageDetails"],
-            costDetails=full["costDetails"],
-            totalCost=full["calculatedTotalCost"],
-            usagePricingTierName=full["usagePricingTierName"],
+        fields.update(
+            usage_details=full.usage_details,
+            cost_details=full.cost_details,
+            total_cost=full.calculated_total_cost,
+            usage_pricing_tier_name=full.usage_pricing_tier_name,
         )
     if "prompt" in groups:
-        view.update(promptId=full["promptId"], promptName=full["promptName"], promptVersion=full["promptVersion"])
+        fields.update(prompt_id=full.prompt_id, prompt_name=full.prompt_name, prompt_version=full.prompt_version)
     if "metrics" in groups:
-        view.update(latency=full["latency"], timeToFirstToken=full["timeToFirstToken"])
-    return view
+        fields.update(latency=full.latency, time_to_first_token=full.time_to_first_token)
+    return ObservationV2(**fields)
 
 
-def score_v3_view(row: dict[str, Any]) -> dict[str, Any]:
+def _score_fields(row: Row) -> dict[str, Any]:
     kind = row["data_type"]
-    value: Any = row["value"]
-    if kind == "BOOLEAN":
-        value = row["string_value"] == "True"
-    elif kind in ("CATEGORICAL", "TEXT"):
-        value = row["string_value"]
-    elif kind == "CORRECTION":
-        value = row["long_string_value"]
-    if row["observation_id"]:
-        subject = {"kind": "observation", "id": row["observation_id"], "traceId": row["trace_id"]}
-    elif row["trace_id"]:
-        subject = {"kind": "trace", "id": row["trace_id"]}
-    elif row["session_id"]:
-        subject = {"kind": "session", "id": row["session_id"]}
-    else:
-        subject = None
-    return {
+    fields: dict[str, Any] = {
         "id": row["id"],
-        "projectId": row["project_id"],
+        "project_id": row["project_id"],
+        "environment": row["environment"],
         "name": row["name"],
         "source": row["source"],
-        "timestamp": api_time(row["timestamp"]),
-        "environment": row["environment"],
-        "createdAt": api_time(row["created_at"]),
-        "updatedAt": api_time(row["updated_at"]),
+        "author_user_id": row["author_user_id"],
         "comment": row["comment"],
-        "configId": row["config_id"],
-        "metadata": {k: parse_json(v) for k, v in row["metadata"]},
-        "authorUserId": row["author_user_id"],
-        "queueId": row["queue_id"],
-        "dataType": kind,
-        "value": value,
-        "subject": subject,
+        "metadata": _metadata(row),
+        "config_id": row["config_id"],
+        "queue_id": row["queue_id"],
+        "execution_trace_id": row["execution_trace_id"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "timestamp": row["timestamp"],
+        "trace_id": row["trace_id"],
+        "observation_id": row["observation_id"],
+        "session_id": row["session_id"],
+        "dataset_run_id": row["dataset_run_id"],
+        "data_type": kind,
+        # A correction's text is stored in long_string_value; the type requires it as stringValue.
+        "string_value": row["long_string_value"] if kind == ScoreDataType.CORRECTION else row["string_value"],
     }
+    if kind != ScoreDataType.TEXT:  # TEXT scores have no value (left unset, so left out)
+        fields["value"] = row["value"]
+    return fields
 
 
-async def cursor_page(
-    service: ReadService, table: str, time_column: str, project_id: str, where: Filter, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Keyset pagination newest first: fetch limit+1 to know whether a next page exists."""
-    params = {"p": project_id, **where.params, "limit": limit + 1}
-    clauses = [where.sql]
-    if cursor:
-        moment, last_id = decode_cursor(cursor)
-        clauses.append(f"({time_column}, id) < ({{c_t:DateTime64(3)}}, {{c_id:String}})")
-        params.update(c_t=moment, c_id=last_id)
-    rows = await service.query(
-        f"SELECT * FROM {table} FINAL WHERE project_id = {{p:String}} AND {' AND '.join(clauses)} "
-        f"ORDER BY {time_column} DESC, id DESC LIMIT {{limit:UInt32}}",
-        params,
+def score_view(row: Row) -> Score:
+    return Score(**_score_fields(row))
+
+
+def _subject(row: Row) -> ScoreSubject | None:
+    if row["observation_id"]:
+        return ScoreSubject(kind="observation", id=row["observation_id"], trace_id=row["trace_id"])
+    if row["trace_id"]:
+        return ScoreSubject(kind="trace", id=row["trace_id"])
+    if row["session_id"]:
+        return ScoreSubject(kind="session", id=row["session_id"])
+    return None
+
+
+def _typed_value(row: Row) -> Any:
+    """v3's value has the score's own type: BOOLEAN a boolean, text kinds their string."""
+    kind = row["data_type"]
+    if kind == ScoreDataType.BOOLEAN:
+        return row["string_value"] == "True"
+    if kind in (ScoreDataType.CATEGORICAL, ScoreDataType.TEXT):
+        return row["string_value"]
+    if kind == ScoreDataType.CORRECTION:
+        return row["long_string_value"]
+    return row["value"]
+
+
+def score_v3_view(row: Row) -> ScoreV3:
+    return ScoreV3(
+        id=row["id"],
+        project_id=row["project_id"],
+        name=row["name"],
+        source=row["source"],
+        timestamp=row["timestamp"],
+        environment=row["environment"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        comment=row["comment"],
+        config_id=row["config_id"],
+        metadata=_metadata(row),
+        author_user_id=row["author_user_id"],
+        queue_id=row["queue_id"],
+        data_type=row["data_type"],
+        value=_typed_value(row),
+        subject=_subject(row),
     )
-    next_cursor = encode_cursor(rows[limit - 1][time_column], rows[limit - 1]["id"]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
