@@ -10,8 +10,8 @@ import pyarrow as pa
 
 from tracehouse.clickhouse import ClickHouse, Kind, Workload, catalog
 from tracehouse.clickhouse.catalog import arrow_type, value_domain
-from tracehouse.export import tables as export_tables
-from tracehouse.ingestion import writer
+from tracehouse.export.tables import TABLES as EXPORT_TABLES
+from tracehouse.ingestion.writer import SCHEMAS, SORT_KEYS
 
 
 def _column_differences(table: catalog.Table, found: list[tuple[str, str]]) -> list[str]:
@@ -76,40 +76,40 @@ async def test_catalog_keys_and_versions_are_what_the_migrations_create(clickhou
 
 
 def test_writer_schemas_are_derived_from_the_catalog() -> None:
-    for name, schema in writer.SCHEMAS.items():
+    for name, schema in SCHEMAS.items():
         table = catalog.table(name)
         for arrow_field in schema:
             assert arrow_field.type == arrow_type(table.column(arrow_field.name).ch_type), (name, arrow_field.name)
             assert arrow_field.nullable, (name, arrow_field.name)  # as pa.schema made them before the catalog
-    observations = writer.SCHEMAS["observations"]
+    observations = SCHEMAS["observations"]
     assert observations.field("start_time").type == pa.timestamp("ms", tz="UTC")
     assert observations.field("total_cost").type == pa.decimal128(18, 12)
     assert observations.field("usage_details").type == pa.map_(pa.string(), pa.uint64())
     assert observations.field("cost_details").type == pa.map_(pa.string(), pa.decimal128(18, 12))
     assert observations.field("prompt_version").type == pa.uint16()
-    assert writer.SCHEMAS["traces"].field("tags").type == pa.list_(pa.string())
-    assert writer.SCHEMAS["traces"].field("is_deleted").type == pa.uint8()
+    assert SCHEMAS["traces"].field("tags").type == pa.list_(pa.string())
+    assert SCHEMAS["traces"].field("is_deleted").type == pa.uint8()
     # Columns the writer leaves to their ClickHouse defaults are not in its schema.
     assert "internal_model_id" not in observations.names
-    assert "blob_storage_file_log" not in writer.SCHEMAS
+    assert "blob_storage_file_log" not in SCHEMAS
 
 
 def test_writer_verifies_by_the_catalog_sort_keys() -> None:
-    for name, key in writer.SORT_KEYS.items():
+    for name, key in SORT_KEYS.items():
         assert tuple(expression for expression, _, _ in key) == catalog.table(name).sorting_key
-    assert [kind for _, kind, _ in writer.SORT_KEYS["observations"]] == ["String", "String", "Date", "String"]
+    assert [kind for _, kind, _ in SORT_KEYS["observations"]] == ["String", "String", "Date", "String"]
     row = {"project_id": "p", "type": "SPAN", "start_time": datetime(2024, 5, 1, 23, 30, tzinfo=UTC), "id": "o"}
-    assert tuple(compute(row) for _, _, compute in writer.SORT_KEYS["observations"]) == ("p", "SPAN", "2024-05-01", "o")
+    assert tuple(compute(row) for _, _, compute in SORT_KEYS["observations"]) == ("p", "SPAN", "2024-05-01", "o")
 
 
 def test_export_tables_are_derived_from_the_catalog() -> None:
-    for name, exported in export_tables.TABLES.items():
+    for name, exported in EXPORT_TABLES.items():
         table = catalog.table(name)
         assert set(exported.columns) <= set(table.column_names)
         assert exported.columns[-2:] == (table.version_column, table.is_deleted_column)
         assert ("project_id", *exported.read_order) == table.sorting_key
         assert exported.version_column == table.version_column
-    assert export_tables.TABLES["observations"].read_order == ("type", "toDate(start_time)", "id")
+    assert EXPORT_TABLES["observations"].read_order == ("type", "toDate(start_time)", "id")
 
 
 def test_value_domains() -> None:
