@@ -11,7 +11,7 @@ import pyarrow as pa
 from tracehouse.clickhouse import ClickHouse, Kind, Workload, catalog
 from tracehouse.clickhouse.catalog import arrow_type, value_domain
 from tracehouse.export.tables import TABLES as EXPORT_TABLES
-from tracehouse.ingestion.writer import SCHEMAS, SORT_KEYS
+from tracehouse.ingestion.writer import SCHEMAS, SORT_KEYS, VERSION_COLUMNS
 
 
 def _column_differences(table: catalog.Table, found: list[tuple[str, str]]) -> list[str]:
@@ -97,6 +97,7 @@ def test_writer_schemas_are_derived_from_the_catalog() -> None:
 def test_writer_verifies_by_the_catalog_sort_keys() -> None:
     for name, key in SORT_KEYS.items():
         assert tuple(expression for expression, _, _ in key) == catalog.table(name).sorting_key
+        assert VERSION_COLUMNS[name] == catalog.table(name).version_column
     assert [kind for _, kind, _ in SORT_KEYS["observations"]] == ["String", "String", "Date", "String"]
     row = {"project_id": "p", "type": "SPAN", "start_time": datetime(2024, 5, 1, 23, 30, tzinfo=UTC), "id": "o"}
     assert tuple(compute(row) for _, _, compute in SORT_KEYS["observations"]) == ("p", "SPAN", "2024-05-01", "o")

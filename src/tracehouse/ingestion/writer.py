@@ -161,6 +161,9 @@ SORT_KEYS: dict[str, list[KeyPart]] = {
     for name in WRITTEN_COLUMNS
 }
 
+# The column each flush stamps and verification matches: the engine's version, so the newest write wins.
+VERSION_COLUMNS: dict[str, str] = {name: catalog.table(name).version_column for name in WRITTEN_COLUMNS}
+
 
 class WriteFailed(Exception):
     """Rows could not be written and verified within the writer's attempts."""
@@ -269,8 +272,9 @@ class ClickHouseWriter:
             stamp_ms = self._stamp(buffer)
             stamp = datetime.fromtimestamp(stamp_ms / 1000, UTC)
             now = datetime.now(UTC)
+            version = VERSION_COLUMNS[table]
             for row in rows:
-                row["event_ts"] = stamp
+                row[version] = stamp
                 row.setdefault("updated_at", now)
             started = time.perf_counter()
             try:
@@ -302,7 +306,7 @@ class ClickHouseWriter:
         started = time.perf_counter()
         found = await self._ch.query(
             f"SELECT count() AS n FROM {table} WHERE ({columns}) IN {{keys:Array(Tuple({types}))}} "
-            f"AND event_ts = fromUnixTimestamp64Milli({{stamp:Int64}})",
+            f"AND {VERSION_COLUMNS[table]} = fromUnixTimestamp64Milli({{stamp:Int64}})",
             {"keys": sorted(expected), "stamp": stamp_ms},
             workload=Workload.INGESTION,
         )
