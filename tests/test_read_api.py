@@ -1,8 +1,10 @@
 """The public read API over data that went through the real ingestion pipeline."""
 
+import base64
 import dataclasses
 import json
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -153,6 +155,32 @@ async def test_invalid_parameters_answer_400_naming_them(loaded, params, paramet
     assert response.status_code == 400 and response.json()["parameter"] == parameter
 
 
+def _cursor(moment: str, row_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"t": moment, "id": row_id}).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "parameter"),
+    [
+        ("/api/public/observations", {"type": "NOPE"}, "type"),
+        ("/api/public/v2/observations", {"level": "LOUD"}, "level"),
+        ("/api/public/v2/observations", {"limit": 1001}, "limit"),
+        ("/api/public/scores", {"source": "HUMAN"}, "source"),
+        ("/api/public/v2/scores", {"dataType": "NUMBER"}, "dataType"),
+        ("/api/public/v3/scores", {"dataType": "NUMERIC,NUMBER"}, "dataType"),
+        ("/api/public/v3/scores", {"source": "API,HUMAN"}, "source"),
+        ("/api/public/v3/scores", {"cursor": _cursor("not a time", "x")}, "cursor"),
+        ("/api/public/v3/scores", {"cursor": _cursor("9999-01-01 00:00:00.000", "x")}, "cursor"),
+    ],
+)
+async def test_enum_and_cursor_parameters_answer_400_naming_them(
+    services: Any, project: tuple[str, dict[str, str]], path: str, params: dict[str, Any], parameter: str
+) -> None:
+    _, headers = project
+    response = await _get(create_app(services), headers, path, **params)
+    assert response.status_code == 400 and response.json()["parameter"] == parameter, response.text
+
+
 async def test_trace_by_id_observations_scores_and_isolation(loaded, services):
     project_id, headers, app = loaded
     trace = (await _get(app, headers, "/api/public/traces/tr-1")).json()
@@ -172,8 +200,6 @@ async def test_trace_by_id_observations_scores_and_isolation(loaded, services):
     assert (await _get(app, headers, "/api/public/traces/nope")).status_code == 404
 
     # Another project's key sees none of it.
-    import base64
-
     from tracehouse.metadata import create_api_key, create_project
 
     other = create_project(services.metadata, "other", project_id=f"o-{uuid.uuid4().hex[:8]}")
@@ -221,6 +247,8 @@ async def test_observations_and_scores_and_sessions(loaded):
     text = (await _get(app, headers, "/api/public/v2/scores", dataType="TEXT")).json()["data"][0]
     assert text["stringValue"] == "fine" and "value" not in text
     assert await ids("/api/public/v2/scores", scoreIds="sc-1,sc-2") == ["sc-2", "sc-1"]
+    v1 = (await _get(app, headers, "/api/public/scores", traceId="tr-0", dataType="NUMERIC")).json()["data"]
+    assert v1[0]["trace"] == {"userId": "u0", "tags": ["a", "b"], "environment": "prod", "sessionId": "sess-0"}
 
     sessions = (await _get(app, headers, "/api/public/sessions")).json()
     assert [s["id"] for s in sessions["data"]] == ["sess-2", "sess-1", "sess-0"]  # first trace, newest first

@@ -60,6 +60,7 @@ from tracehouse.queries.sql import (
     keyset_page,
     newest,
     observation_filter,
+    observations_source,
     score_filter,
     score_v3_filter,
     sessions_source,
@@ -88,7 +89,7 @@ class ReadService:
     async def latest(self, table: str, where: str, params: dict[str, Any], order: str = "") -> list[Row]:
         return await self.query(f"SELECT * FROM ({newest(table, where)}) {order}", params)
 
-    async def _page(self, source: str, where: Filter, order: str, page: Page, project_id: str) -> tuple[list[Row], int]:
+    async def _page(self, project_id: str, source: str, where: Filter, order: str, page: Page) -> tuple[list[Row], int]:
         """One offset page of `SELECT *`-able `source` rows and the count of all that match."""
         params = {"p": project_id, **where.params, "limit": page.limit, "offset": page.offset}
         base = f"FROM {source} WHERE project_id = {{p:String}} AND {where.sql}"
@@ -170,14 +171,8 @@ class ReadService:
 
     # --- observations ---------------------------------------------------------------------
     async def list_observations(self, project_id: str, query: ObservationQuery, page: Page) -> ObservationsViews:
-        where = observation_filter(query)
-        source = "observations FINAL"
-        if query.trace_id is not None:
-            # One trace: take its rows' newest versions through the trace_id index (trace_id never
-            # changes, so this is exact), then apply the other filters to those versions.
-            where.params["only_trace"] = query.trace_id
-            source = f"({newest('observations', 'trace_id = {only_trace:String}')})"
-        rows, total = await self._page(source, where, "start_time DESC, id", page, project_id)
+        source, where = observations_source(query), observation_filter(query)
+        rows, total = await self._page(project_id, source, where, "start_time DESC, id", page)
         return ObservationsViews(data=[observation_view(r) for r in rows], meta=page_meta(page, total))
 
     async def get_observation(self, project_id: str, observation_id: str) -> Observation | None:
@@ -207,7 +202,7 @@ class ReadService:
     # --- scores -----------------------------------------------------------------------------
     async def list_scores(self, project_id: str, query: ScoreQuery, page: Page) -> GetScoresResponse:
         """v1 and v2 scores, each with its trace's attributes."""
-        rows, total = await self._page("scores FINAL", score_filter(query), "timestamp DESC, id", page, project_id)
+        rows, total = await self._page(project_id, "scores FINAL", score_filter(query), "timestamp DESC, id", page)
         traces = await self._score_traces(project_id, [r["trace_id"] for r in rows if r["trace_id"]])
         # v1's type requires the trace object, v2's allows null.
         missing = _NO_TRACE if query.trace_only else None

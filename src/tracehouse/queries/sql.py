@@ -104,6 +104,14 @@ def observation_filter(query: ObservationQuery) -> Filter:
     return where
 
 
+def observations_source(query: ObservationQuery) -> str:
+    """What v1 observations read. For one trace: its rows' newest versions through the trace_id index
+    (trace_id never changes, so this is exact); `observation_filter` then applies to those versions."""
+    if query.trace_id is None:
+        return "observations FINAL"
+    return f"({newest('observations', 'trace_id = {trace:String}')})"
+
+
 def score_filter(query: ScoreQuery) -> Filter:
     """v1 and v2 scores. CORRECTION scores are never listed (as Langfuse)."""
     where = Filter()
