@@ -7,6 +7,7 @@ chDB allows one data directory per process, so every in-process ClickHouse test 
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import socket
@@ -38,6 +39,13 @@ for _name in (
     "LANGFUSE_WORKER_ROLE",
 ):
     os.environ.pop(_name, None)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect after every test, so an unclosed client fails the test that leaked it (warnings are errors)."""
+    yield
+    gc.collect()
 
 
 def free_port() -> int:

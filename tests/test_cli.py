@@ -32,8 +32,12 @@ class Proc:
         )
         self.out: list[str] = []
         self.err: list[str] = []
-        for stream, sink in ((self.popen.stdout, self.out), (self.popen.stderr, self.err)):
-            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.popen.stdout, self.out), (self.popen.stderr, self.err))
+        ]
+        for pump in self._pumps:
+            pump.start()
 
     @staticmethod
     def _pump(stream, sink):
@@ -61,12 +65,22 @@ class Proc:
         started = time.monotonic()
         self.popen.send_signal(sig)
         code = self.popen.wait(timeout)
-        return code, time.monotonic() - started
+        took = time.monotonic() - started
+        self._close_pipes()
+        return code, took
 
     def kill(self):
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait()
+        self._close_pipes()
+
+    def _close_pipes(self):
+        for pump in self._pumps:
+            pump.join(10)
+        for stream in (self.popen.stdout, self.popen.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
 
 
 def _alive(pid: int) -> bool:

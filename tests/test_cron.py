@@ -202,7 +202,7 @@ def test_many_workers_killed_at_random_run_each_period_exactly_once(redis_url, m
     procs: list[subprocess.Popen] = []
 
     def spawn():
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proc)
         return proc
 

@@ -99,6 +99,7 @@ class Child:
     def finish(self, timeout: float = 120) -> int:
         code = self.popen.wait(timeout)
         self._drain()
+        self._close()
         return code
 
     def kill(self) -> None:
@@ -106,6 +107,11 @@ class Child:
             self.popen.send_signal(signal.SIGKILL)
         self.popen.wait(10)
         self._drain()
+        self._close()
+
+    def _close(self) -> None:
+        if self._ended and self.popen.stdout is not None:
+            self.popen.stdout.close()
 
 
 def integration_row(metadata: MetadataDB) -> dict[str, Any]:

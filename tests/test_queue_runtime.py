@@ -279,6 +279,8 @@ async def test_stalled_job_is_recovered_after_sigkill(services, redis_url):
             if proc and proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+            if proc and proc.stdout:
+                proc.stdout.close()
         await queue.close()
         await client.aclose()
 

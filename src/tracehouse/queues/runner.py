@@ -149,7 +149,12 @@ class QueueRunner:
             )
             await worker.blockingRedisConnection.getRedisVersion()
             self.workers[spec.name] = worker
-            self._runs.append(asyncio.ensure_future(worker.run()))
+            run = asyncio.ensure_future(worker.run())
+            self._runs.append(run)
+            # Wait until the run loop has named its connections: closed before that, a worker would
+            # reopen them afterwards and leak them.
+            while not worker.running and not run.done():
+                await asyncio.sleep(0.005)
         self._started = True
 
     async def shutdown(self, timeout_s: float) -> bool:
