@@ -352,8 +352,11 @@ def test_unusable_credentials_are_config_errors(tmp_path: Path) -> None:
     # Store construction is offline; bad credentials are reported before any request is made.
     with pytest.raises(ConfigError, match=r"gs://b/.*service account"):
         BlobStore(BlobStoreConfig(BlobBackend.GCS, bucket="b", gcs_credentials=str(tmp_path / "none.json")))
-    azure = {"backend": BlobBackend.AZURE, "bucket": "c", "access_key_id": "acct"}
+
+    def azure(secret: str) -> BlobStoreConfig:
+        return BlobStoreConfig(BlobBackend.AZURE, bucket="c", access_key_id="acct", secret_access_key=secret)
+
     with pytest.raises(ConfigError, match=r"azure://acct/c/.*Access Key"):
-        BlobStore(BlobStoreConfig(**azure, secret_access_key="no!"))  # not base64
-    store = BlobStore(BlobStoreConfig(**azure, secret_access_key="a2V5"))
+        BlobStore(azure("no!"))  # not base64
+    store = BlobStore(azure("a2V5"))
     assert store.config.describe() == "azure://acct/c/"

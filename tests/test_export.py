@@ -39,6 +39,7 @@ def _no_secrets_left_behind(services: Any) -> Any:
 
 def store_of(services: Any, project_id: str):
     integration = state.load_integration(services.metadata, BOX, project_id)
+    assert integration is not None
     return destination_store(integration, services.settings.data_dir)
 
 
@@ -475,7 +476,6 @@ class _FailingWriter:
 async def test_upload_failure_mid_multipart_is_aborted_split_and_retried(
     services: Any, project: Any, moto_endpoint: str, bucket: str, s3_client: Any
 ) -> None:
-    from tracehouse.export.destination import destination_store
     from tracehouse.export.verify import verify_export
 
     project_id, _ = project
@@ -495,7 +495,7 @@ async def test_upload_failure_mid_multipart_is_aborted_split_and_retried(
     assert "Uploads" not in s3_client.list_multipart_uploads(Bucket=bucket)  # the broken upload was aborted
     report = await verify_export(
         services.clickhouse,
-        destination_store(state.load_integration(services.metadata, BOX, project_id), services.settings.data_dir),
+        store_of(services, project_id),
         project_id,
     )
     assert report.ok, report.as_json()
@@ -609,7 +609,7 @@ async def test_completeness_property(services: Any, project: Any, seed: int, mon
             rows = []
             for _ in range(rng.randint(1, 6)):
                 created += 1
-                row = {
+                row: dict[str, Any] = {
                     "id": f"{table[0]}{created}",
                     "event_ts": t,
                     "timestamp": t,
@@ -663,10 +663,10 @@ async def test_completeness_property(services: Any, project: Any, seed: int, mon
 
     await run_until_idle(job(services, Clock(t + DAY)), project_id)
     exported = await exported_rows(store, project_id)
-    for table, rows in live.items():
+    for table, by_id in live.items():
         latest = reduce_latest(exported.get(table, []))
         field = "value" if table == "scores" else "name"
-        assert {i: r[field] for i, r in latest.items()} == {i: r[field] for i, r in rows.items()}, table
+        assert {i: r[field] for i, r in latest.items()} == {i: r[field] for i, r in by_id.items()}, table
         assert set(latest) == set(await current_state(services.clickhouse, table, project_id)), table
     report = await verify_export(services.clickhouse, store, project_id)
     assert report.ok, report.as_json()

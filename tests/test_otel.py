@@ -6,7 +6,8 @@ import uuid
 
 import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from helpers import rows_of, start_ingestion, until
@@ -27,8 +28,8 @@ def _export(trace_id: bytes, spans):
     return ExportTraceServiceRequest(
         resource_spans=[
             ResourceSpans(
-                resource={"attributes": [_kv("service.name", "svc"), _kv("deployment.environment", "Prod")]},
-                scope_spans=[ScopeSpans(scope={"name": "langfuse-sdk", "version": "5.0.4"}, spans=spans)],
+                resource=Resource(attributes=[_kv("service.name", "svc"), _kv("deployment.environment", "Prod")]),
+                scope_spans=[ScopeSpans(scope=InstrumentationScope(name="langfuse-sdk", version="5.0.4"), spans=spans)],
             )
         ]
     )

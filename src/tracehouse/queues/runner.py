@@ -153,7 +153,7 @@ class QueueRunner:
             self._runs.append(run)
             # Wait until the run loop has named its connections: closed before that, a worker would
             # reopen them afterwards and leak them.
-            while not worker.running and not run.done():
+            while not worker.running and not run.done():  # noqa: ASYNC110 - bullmq has no event for it
                 await asyncio.sleep(0.005)
         self._started = True
 
