@@ -15,6 +15,8 @@ import pytest
 
 from conftest import free_port
 
+pytestmark = pytest.mark.slow  # real `tracehouse` subprocesses
+
 BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TRACEHOUSE_LOG_LEVEL": "info"}
 
 

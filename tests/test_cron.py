@@ -191,6 +191,7 @@ async def test_usage_metering_counts_the_previous_hour_per_project(clickhouse, s
     assert unauth.status_code == 401
 
 
+@pytest.mark.slow
 def test_many_workers_killed_at_random_run_each_period_exactly_once(redis_url, metadata_url, key_prefix):
     """Four worker processes, restarted at random (half by SIGKILL, often mid-run), share a cron job
     with a 1 s period. Afterwards every period from the first to the last ran exactly once."""

@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import export_child
 from conftest import ACCESS_KEY, REGION, SECRET_KEY
 from export_helpers import BOX, exported_rows, make_integration, manifests, reduce_latest
@@ -41,6 +43,8 @@ from tracehouse.export.service import job_id, manifest_key
 from tracehouse.export.windows import ExportWindow, floor_to, to_ms
 from tracehouse.metadata import MetadataDB, create_project
 from tracehouse.metadata.models import BlobStorageIntegration
+
+pytestmark = pytest.mark.slow  # export worker subprocesses killed mid-upload
 
 CHILD = Path(__file__).with_name("export_child.py")
 PROJECT = export_child.PROJECT

@@ -11,11 +11,14 @@ import time
 import uuid
 
 import httpx
+import pytest
 import redis
 
 from conftest import free_port
 from test_cli import Proc
 from tracehouse.queues import bullmq_connection
+
+pytestmark = pytest.mark.slow  # worker subprocesses killed mid-write
 
 BATCHES = 120
 TRACES_PER_BATCH = 10

@@ -22,6 +22,8 @@ from conftest import server_thread
 from tracehouse.metadata import create_api_key, create_project
 from tracehouse.queues import bullmq_connection
 
+pytestmark = pytest.mark.slow  # hundreds of generated requests
+
 AUTH: dict[str, str] = {}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

@@ -248,6 +248,7 @@ async def _progress_is(queue, job_id, value):
     return job is not None and job.progress == value
 
 
+@pytest.mark.slow
 async def test_stalled_job_is_recovered_after_sigkill(services, redis_url):
     prefix = services.settings.redis_key_prefix
     queue = _queue(services, "stall-test")

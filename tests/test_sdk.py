@@ -23,6 +23,8 @@ from tracehouse.settings import WorkerRole
 from tracehouse.web.app import create_app
 from tracehouse.workers import start_workers
 
+pytestmark = pytest.mark.slow  # SDK subprocesses (and their install on first use)
+
 ROOT = Path(__file__).resolve().parents[1]
 SDKS = {"v5": "langfuse==5.0.4", "v2": "langfuse==2.60.10"}
 

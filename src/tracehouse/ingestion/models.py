@@ -14,22 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tracehouse.enums import ObservationLevel, ObservationType, ScoreDataType, ScoreSource
+
 MAX_EVENT_BYTES = 1_000_000  # one event (Langfuse's batch limit is 4.5 MB; an event this large is suspect)
 MAX_BATCH_BYTES = 4_500_000
 ID_MAX = 800
 
-OBSERVATION_TYPES = {
-    "span": "SPAN",
-    "generation": "GENERATION",
-    "event": "EVENT",
-    "agent": "AGENT",
-    "tool": "TOOL",
-    "chain": "CHAIN",
-    "retriever": "RETRIEVER",
-    "evaluator": "EVALUATOR",
-    "embedding": "EMBEDDING",
-    "guardrail": "GUARDRAIL",
-}
+# "<kind>-create" event names -> the observation type they create.
+OBSERVATION_TYPES = {kind.value.lower(): kind.value for kind in ObservationType}
 TRACE_EVENTS = {"trace-create"}
 SCORE_EVENTS = {"score-create"}
 OBSERVATION_EVENTS = {f"{kind}-create" for kind in OBSERVATION_TYPES} | {
@@ -39,7 +31,6 @@ OBSERVATION_EVENTS = {f"{kind}-create" for kind in OBSERVATION_TYPES} | {
     "observation-update",
 }
 KNOWN_EVENTS = TRACE_EVENTS | SCORE_EVENTS | OBSERVATION_EVENTS | {"sdk-log"}
-LEVELS = {"DEBUG", "DEFAULT", "WARNING", "ERROR"}
 
 _ENV_PATTERN = re.compile(r"^[a-z0-9_-]+$")
 
@@ -173,7 +164,7 @@ class ObservationBody(_Body):
     metadata: Any = None
     input: Any = None
     output: Any = None
-    level: Literal["DEBUG", "DEFAULT", "WARNING", "ERROR"] | None = None
+    level: ObservationLevel | None = None
     status_message: str | None = Field(None, alias="statusMessage")
     parent_observation_id: str | None = Field(None, alias="parentObservationId")
     version: str | None = None
@@ -206,8 +197,8 @@ class ScoreBody(_Body):
     environment: str = "default"
     comment: str | None = None
     metadata: Any = None
-    source: Literal["API", "EVAL", "ANNOTATION"] = "API"
-    data_type: Literal["NUMERIC", "CATEGORICAL", "BOOLEAN", "CORRECTION", "TEXT"] | None = Field(None, alias="dataType")
+    source: ScoreSource = ScoreSource.API
+    data_type: ScoreDataType | None = Field(None, alias="dataType")
     config_id: str | None = Field(None, alias="configId")
     queue_id: str | None = Field(None, alias="queueId")
     execution_trace_id: str | None = Field(None, alias="executionTraceId")
@@ -222,7 +213,7 @@ class ScoreBody(_Body):
             raise ValueError("exactly one of traceId, sessionId or datasetRunId is required")
         if self.observation_id is not None and self.trace_id is None:
             raise ValueError("observationId requires traceId")
-        kind = self.data_type or ("CATEGORICAL" if isinstance(self.value, str) else "NUMERIC")
+        kind = self.data_type or (ScoreDataType.CATEGORICAL if isinstance(self.value, str) else ScoreDataType.NUMERIC)
         if kind in ("NUMERIC", "BOOLEAN") and isinstance(self.value, str):
             raise ValueError(f"{kind} scores need a numeric value")
         if kind == "BOOLEAN" and self.value not in (0, 1):
@@ -302,7 +293,7 @@ def validate_event(raw: Any) -> dict[str, Any] | None:
     normalized = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
     normalized["id"] = body.id  # a score's generated id must be stored with the event
     if isinstance(body, ScoreBody):
-        normalized["dataType"] = body.data_type
+        normalized["dataType"] = body.data_type.value if body.data_type else None
     if entity == "observation":
         kind = envelope.type.split("-")[0]
         obs_type = OBSERVATION_TYPES.get(kind) or str(normalized.get("type") or "SPAN").upper()
