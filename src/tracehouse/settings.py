@@ -100,6 +100,32 @@ class Settings(BaseSettings):
     ingestion_write_max_attempts: int = Field(
         3, gt=0, validation_alias=_env("LANGFUSE_INGESTION_CLICKHOUSE_MAX_ATTEMPTS")
     )
+    # A batch is processed as jobs of at most this many events, so one giant request (30,000 spans of
+    # one trace) becomes bounded pieces of work instead of one job that times out.
+    ingestion_max_events_per_job: int = Field(
+        1000, gt=0, validation_alias=_env("TRACEHOUSE_INGESTION_MAX_EVENTS_PER_JOB")
+    )
+    # Entity-history reads are chunked to at most this many entities per ClickHouse query.
+    ingestion_history_chunk_keys: int = Field(
+        2000, gt=0, validation_alias=_env("TRACEHOUSE_INGESTION_HISTORY_CHUNK_KEYS")
+    )
+
+    # --- HTTP limits (what any one client can make the server hold) ------------------------------
+    # Request bodies: Langfuse's 4.5 MB for batch ingestion and scores; OTLP bodies have their own.
+    ingestion_max_body_bytes: int = Field(4_500_000, gt=0, validation_alias=_env("TRACEHOUSE_INGESTION_MAX_BODY_BYTES"))
+    otel_max_body_bytes: int = Field(10_000_000, gt=0, validation_alias=_env("TRACEHOUSE_OTEL_MAX_BODY_BYTES"))
+    # A gzip body may expand to at most this much; more is a 413, whatever its compressed size.
+    max_decompressed_bytes: int = Field(50_000_000, gt=0, validation_alias=_env("TRACEHOUSE_MAX_DECOMPRESSED_BYTES"))
+    # Request headers must be complete this soon after a connection opens (or goes idle); a body must
+    # be complete within the body timeout. Slow clients are disconnected instead of held.
+    http_header_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("TRACEHOUSE_HTTP_HEADER_TIMEOUT_S"))
+    http_body_timeout_s: float = Field(60.0, gt=0, validation_alias=_env("TRACEHOUSE_HTTP_BODY_TIMEOUT_S"))
+    # Open connections per client address (0 = no limit). Behind a proxy every client shares its address.
+    http_max_connections_per_client: int = Field(
+        256, ge=0, validation_alias=_env("TRACEHOUSE_HTTP_MAX_CONNECTIONS_PER_CLIENT")
+    )
+    # Memory the verified-key cache may use (keys are cached as digests, never as secrets).
+    auth_cache_max_bytes: int = Field(4_000_000, gt=0, validation_alias=_env("TRACEHOUSE_AUTH_CACHE_MAX_BYTES"))
 
     # --- metadata SQL and Redis ----------------------------------------------------------------
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
@@ -173,6 +199,11 @@ class Settings(BaseSettings):
     # A table export that fails on a window longer than this is retried as two halves.
     export_min_window_ms: int = Field(60_000, gt=0, validation_alias=_env("TRACEHOUSE_EXPORT_MIN_WINDOW_MS"))
     export_schedule_interval_s: int = Field(60, gt=0, validation_alias=_env("TRACEHOUSE_EXPORT_SCHEDULE_INTERVAL_S"))
+    # Export destinations outside the public internet (loopback, private, link-local, unique-local,
+    # metadata addresses) are refused unless listed here (comma-separated `host`, `host:port`, an IP
+    # or a CIDR), and only the admin key may set one. The check runs on the resolved address at
+    # connect time.
+    export_allowed_destinations: str = Field("", validation_alias=_env("TRACEHOUSE_EXPORT_ALLOWED_DESTINATIONS"))
 
     @property
     def trace_only_projects(self) -> frozenset[str]:
