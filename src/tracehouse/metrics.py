@@ -55,6 +55,12 @@ class Metrics:
             ["table"],
             registry=self.registry,
         )
+        self.ingestion_events_skipped = Counter(
+            "ingestion_events_skipped_total",
+            "Stored events that no longer pass validation, skipped when merging (source: batch or event_log)",
+            ["source"],
+            registry=self.registry,
+        )
         self.ingestion_write_seconds = Histogram(
             "ingestion_write_seconds",
             "ClickHouse insert latency",

@@ -63,6 +63,7 @@ def build_processors(services: Services, writer: ClickHouseWriter) -> dict[str, 
             locks=EntityLocks(services.redis, services.settings.redis_key_prefix),
             metadata=services.metadata,
             metrics=services.metrics,
+            history_chunk_keys=services.settings.ingestion_history_chunk_keys,
         ),
         PROCESSING_QUEUE: export_processor(export_job(services)),
     }

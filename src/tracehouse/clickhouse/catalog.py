@@ -79,6 +79,18 @@ class Table:
         """The named columns in the order given; an unknown name raises KeyError."""
         return tuple(self.column(name) for name in names)
 
+    def writable_domain(self, name: str) -> ValueDomain:
+        """The values of a column that can be written *and found again*: a time column in the sort key as
+        `toDate(column)` must also fit ClickHouse's `Date` (1970-01-01 .. 2149-06-06), or the row lands
+        under a clamped key and its verification (which looks rows up by key) never finds it."""
+        domain = self.column(name).domain
+        if f"toDate({name})" not in self.sorting_key:
+            return domain
+        date = value_domain("Date")
+        assert isinstance(domain.minimum, datetime) and isinstance(date.minimum, datetime)
+        assert isinstance(domain.maximum, datetime) and isinstance(date.maximum, datetime)
+        return replace(domain, minimum=max(domain.minimum, date.minimum), maximum=min(domain.maximum, date.maximum))
+
 
 # --- ClickHouse types ------------------------------------------------------------------------
 
@@ -89,6 +101,8 @@ _INTEGER = re.compile(r"(U?)Int(8|16|32|64)")
 # outside it reliably, so callers must check these bounds themselves.
 _DATETIME64_FIRST = datetime(1900, 1, 1, tzinfo=UTC)
 _DATETIME64_LAST_SECOND = datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC)
+_DATE_FIRST = datetime(1970, 1, 1, tzinfo=UTC)
+_DATE_LAST = datetime(2149, 6, 6, 23, 59, 59, 999000, tzinfo=UTC)  # the last instant whose day a Date holds
 
 _ARROW_SCALARS: dict[str, pa.DataType] = {
     "String": pa.string(),
@@ -138,6 +152,8 @@ def value_domain(ch_type: str) -> ValueDomain:
         return _decimal_domain(precision=int(args[0]), scale=int(args[1]))
     if head == "DateTime64":
         return _datetime64_domain(precision=int(args[0]))
+    if head == "Date":  # days since 1970-01-01 in a UInt16
+        return ValueDomain(Kind.DATETIME, minimum=_DATE_FIRST, maximum=_DATE_LAST, scale=0)
     if head == "Array":
         return ValueDomain(Kind.ARRAY, element=value_domain(args[0]))
     if head == "Map":

@@ -16,7 +16,6 @@ from tracehouse.auth import ProjectAuth, require_project
 from tracehouse.errors import one_line_reason
 from tracehouse.ingestion.models import (
     MAX_BATCH_BYTES,
-    MAX_EVENT_BYTES,
     IngestionRequest,
     IngestionResponse,
     OtelExportResponse,
@@ -60,46 +59,21 @@ async def _read_json(request: Request) -> Any:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
 
 
-def _oversized(events: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
-    kept, errors = [], []
-    for event in events:
-        size = len(orjson.dumps(event))
-        if size > MAX_EVENT_BYTES:
-            event_id = event.get("id") if isinstance(event, dict) else None
-            errors.append(
-                {
-                    "id": event_id if isinstance(event_id, str) else "unknown",
-                    "status": 413,
-                    "message": "Event too large",
-                    "error": f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}",
-                }
-            )
-        else:
-            kept.append(event)
-    return kept, errors
-
-
 async def _accept(request: Request, auth: ProjectAuth, services: Services, events: list[Any]) -> BatchResult:
-    # No event can be larger than the whole request: measure events only when that is possible.
-    if len(await request.body()) > MAX_EVENT_BYTES:
-        kept, too_large = _oversized(events)
-    else:
-        kept, too_large = events, []
     try:
-        result = await accept_batch(
-            kept,
+        return await accept_batch(
+            events,
             project_id=auth.project_id,
             blobs=services.blobs,
             producer=services.producer,
             ingestion=_ingestion_meta(request, auth),
             metrics=services.metrics,
+            max_events_per_job=services.settings.ingestion_max_events_per_job,
         )
     except Exception as exc:  # noqa: BLE001 - storage or queue down: nothing was accepted, say so
         reason = one_line_reason(exc)
         get_logger("tracehouse.ingestion").error("ingestion_accept_failed", project_id=auth.project_id, error=reason)
         raise Unavailable("Ingestion is unavailable; nothing in this request was stored. Retry.", reason) from None
-    result.errors.extend(too_large)
-    return result
 
 
 @router.post(

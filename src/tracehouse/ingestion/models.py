@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
+from tracehouse.clickhouse import catalog
 from tracehouse.enums import ObservationLevel, ObservationType, ScoreDataType, ScoreSource
 
 MAX_EVENT_BYTES = 1_000_000  # one event (Langfuse's batch limit is 4.5 MB; an event this large is suspect)
 MAX_BATCH_BYTES = 4_500_000
 ID_MAX = 800
+# Stored with each raw batch: batches validated by older rules are checked again when processed.
+VALIDATION_VERSION = 2
 
 # "<kind>-create" event names -> the observation type they create.
 OBSERVATION_TYPES = {kind.value.lower(): kind.value for kind in ObservationType}
@@ -49,80 +64,138 @@ def normalize_environment(value: Any) -> str:
     return env if env and _ENV_PATTERN.match(env) else "default"
 
 
-def _non_negative_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
+# --- value domains, from the table catalog --------------------------------------------------------
+# Every value is checked against the column it lands in, so an event that is accepted can always be
+# written: one unwritable value would otherwise fail the whole flush it shares with other projects.
+_TRACES = catalog.table("traces")
+_OBSERVATIONS = catalog.table("observations")
+_SCORES = catalog.table("scores")
+_EVENT_TIME = catalog.table("ingestion_event_log").writable_domain("event_time")
+_ROW_TIME = _TRACES.writable_domain("timestamp")  # rows default to the event's time: it must fit the key too
+_USAGE = _OBSERVATIONS.column("usage_details").domain.element
+_COST = _OBSERVATIONS.column("cost_details").domain.element
+_PROMPT_VERSION = _OBSERVATIONS.writable_domain("prompt_version")
+assert _USAGE is not None and _COST is not None
+
+
+def _day(moment: Any) -> str:
+    return moment.date().isoformat() if isinstance(moment, datetime) else str(moment)
+
+
+def parse_timestamp(value: Any, domain: catalog.ValueDomain) -> datetime:
+    """An ISO 8601 string (a number is not a timestamp) inside the column's range; no offset means UTC."""
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value[:40]!r} is not an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    assert isinstance(domain.minimum, datetime) and isinstance(domain.maximum, datetime)
+    if not domain.minimum <= moment <= domain.maximum:
+        raise ValueError(f"must be between {_day(domain.minimum)} and {_day(domain.maximum)}")
+    return moment.astimezone(UTC)
+
+
+def _timestamp(domain: catalog.ValueDomain) -> Any:
+    return BeforeValidator(lambda value: None if value is None else parse_timestamp(value, domain))
+
+
+def count_in(value: Any, domain: catalog.ValueDomain, what: str) -> int:
+    """A non-negative whole number the integer column can hold (JSON's 3.0 is 3; a string is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number, not {type(value).__name__}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{what} must be a whole number")
+    assert isinstance(domain.minimum, int) and isinstance(domain.maximum, int)
+    if not domain.minimum <= value <= domain.maximum:
+        raise ValueError(f"{what} must be between {domain.minimum} and {domain.maximum}")
+    return int(value)
+
+
+def amount_in(value: Any, domain: catalog.ValueDomain, what: str) -> float:
+    """A non-negative amount the Decimal column can hold."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"{what} must be a number")
+    assert isinstance(domain.maximum, Decimal)
+    if not 0 <= value <= domain.maximum:
+        raise ValueError(f"{what} must be between 0 and {domain.maximum}")
+    return float(value)
+
+
+def _counts(raw: dict[str, Any], where: str) -> dict[str, int]:
+    """A flat usage map; null values mean "not given" and are dropped."""
+    assert _USAGE is not None
+    return {str(k): count_in(v, _USAGE, f"{where}.{k}") for k, v in raw.items() if v is not None}
 
 
 def _openai_usage(raw: dict[str, Any], prefix_in: str, prefix_out: str) -> dict[str, int] | None:
     """OpenAI chat ({prompt,completion}_tokens) or responses ({input,output}_tokens) usage objects."""
-    inp, out, total = raw.get(f"{prefix_in}_tokens"), raw.get(f"{prefix_out}_tokens"), raw.get("total_tokens")
-    if not all(isinstance(v, int) for v in (inp, out, total)):
+    keys = (f"{prefix_in}_tokens", f"{prefix_out}_tokens", "total_tokens")
+    if not all(key in raw for key in keys):
         return None
-    result = {"input": int(inp), "output": int(out), "total": int(total)}  # type: ignore[arg-type]
+    assert _USAGE is not None
+    inp, out, total = (count_in(raw[key], _USAGE, f"usageDetails.{key}") for key in keys)
+    result = {"input": inp, "output": out, "total": total}
     for side, key in (("input", f"{prefix_in}_tokens_details"), ("output", f"{prefix_out}_tokens_details")):
-        details = raw.get(key) or {}
-        if isinstance(details, dict):
-            for name, count in details.items():
-                n = _non_negative_int(count)
-                if n is not None:
-                    result[f"{side}_{name}"] = n
-                    result[side] = max(0, result[side] - n)
+        details = raw.get(key)
+        if details is None:
+            continue
+        if not isinstance(details, dict):
+            raise ValueError(f"usageDetails.{key} must be an object")
+        for name, count in _counts(details, f"usageDetails.{key}").items():
+            result[f"{side}_{name}"] = count
+            result[side] = max(0, result[side] - count)
     return result
 
 
 def normalize_usage_details(raw: Any) -> dict[str, int] | None:
-    if not isinstance(raw, dict):
+    if raw is None:
         return None
+    if not isinstance(raw, dict):
+        raise ValueError("usageDetails must be an object of token counts")
     for prefixes in (("prompt", "completion"), ("input", "output")):
         converted = _openai_usage(raw, *prefixes)
         if converted is not None:
             return converted
-    kept = {str(k): n for k, v in raw.items() if (n := _non_negative_int(v)) is not None}
-    return kept or None
+    return _counts(raw, "usageDetails") or None
 
 
 def normalize_legacy_usage(raw: Any) -> tuple[dict[str, int] | None, dict[str, float] | None]:
-    """Legacy `usage` {input, output, total, *Cost} or {promptTokens, completionTokens, totalTokens}."""
-    if not isinstance(raw, dict) or not raw:
+    """Legacy `usage` {input, output, total, unit, *Cost} or {promptTokens, completionTokens, totalTokens}."""
+    if raw is None:
         return None, None
+    if not isinstance(raw, dict):
+        raise ValueError("usage must be an object")
+    assert _USAGE is not None and _COST is not None
     aliases = {"promptTokens": "input", "completionTokens": "output", "totalTokens": "total"}
     usage = {}
     for key in ("input", "output", "total", "promptTokens", "completionTokens", "totalTokens"):
-        n = _non_negative_int(raw.get(key))
-        if n is not None:
-            usage[aliases.get(key, key)] = n
+        if raw.get(key) is not None:
+            usage[aliases.get(key, key)] = count_in(raw[key], _USAGE, f"usage.{key}")
     costs = {}
     for key, target in (("inputCost", "input"), ("outputCost", "output"), ("totalCost", "total")):
-        value = raw.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-            costs[target] = float(value)
+        if raw.get(key) is not None:
+            costs[target] = amount_in(raw[key], _COST, f"usage.{key}")
     return usage or None, costs or None
 
 
 def normalize_cost_details(raw: Any) -> dict[str, float] | None:
-    if not isinstance(raw, dict):
+    if raw is None:
         return None
-    kept = {
-        str(k): float(v)
-        for k, v in raw.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 and v == v and v != float("inf")
-    }
-    return kept or None
+    if not isinstance(raw, dict):
+        raise ValueError("costDetails must be an object of amounts")
+    assert _COST is not None
+    return {str(k): amount_in(v, _COST, f"costDetails.{k}") for k, v in raw.items() if v is not None} or None
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    id: str
-    environment: str = "default"
+def _environment(value: Any) -> str:
+    if value is None:
+        return "default"
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return normalize_environment(value)
 
 
 def _check_id(value: Any) -> str:
@@ -133,51 +206,60 @@ def _check_id(value: Any) -> str:
     return value
 
 
+# Strict as Langfuse's schemas: a string is not a number, an object or a boolean, and the reverse.
+Str = Annotated[str, Strict()]
+Id = Annotated[str, BeforeValidator(_check_id)]
+Environment = Annotated[str, BeforeValidator(_environment)]
+RowTime = Annotated[datetime | None, _timestamp(_ROW_TIME)]
+ObservationEnd = Annotated[datetime | None, _timestamp(_OBSERVATIONS.writable_domain("end_time"))]
+FirstToken = Annotated[datetime | None, _timestamp(_OBSERVATIONS.writable_domain("completion_start_time"))]
+PromptVersion = Annotated[
+    int | None, BeforeValidator(lambda v: None if v is None else count_in(v, _PROMPT_VERSION, "value"))
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: Id
+    environment: Environment = "default"
+
+
 class TraceBody(_Body):
-    id: str
-    timestamp: datetime | None = None
-    name: str | None = Field(None, max_length=1000)
-    user_id: str | None = Field(None, alias="userId")
-    session_id: str | None = Field(None, alias="sessionId")
-    release: str | None = None
-    version: str | None = None
-    environment: str = "default"
+    timestamp: RowTime = None
+    name: Str | None = Field(None, max_length=1000)
+    user_id: Str | None = Field(None, alias="userId")
+    session_id: Str | None = Field(None, alias="sessionId")
+    release: Str | None = None
+    version: Str | None = None
     metadata: Any = None
-    tags: list[str] | None = None
-    public: bool | None = None
+    tags: list[Str] | None = None
+    public: StrictBool | None = None
     input: Any = None
     output: Any = None
 
-    _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
-    _env = field_validator("environment", mode="before")(classmethod(lambda cls, v: normalize_environment(v)))
-
 
 class ObservationBody(_Body):
-    id: str
-    trace_id: str | None = Field(None, alias="traceId")
-    type: str | None = None  # legacy observation-create/update carry it in the body
-    name: str | None = None
-    start_time: datetime | None = Field(None, alias="startTime")
-    end_time: datetime | None = Field(None, alias="endTime")
-    completion_start_time: datetime | None = Field(None, alias="completionStartTime")
-    environment: str = "default"
+    trace_id: Id | None = Field(None, alias="traceId")
+    type: Str | None = None  # legacy observation-create/update carry it in the body
+    name: Str | None = None
+    start_time: RowTime = Field(None, alias="startTime")
+    end_time: ObservationEnd = Field(None, alias="endTime")
+    completion_start_time: FirstToken = Field(None, alias="completionStartTime")
     metadata: Any = None
     input: Any = None
     output: Any = None
     level: ObservationLevel | None = None
-    status_message: str | None = Field(None, alias="statusMessage")
-    parent_observation_id: str | None = Field(None, alias="parentObservationId")
-    version: str | None = None
-    model: str | None = None
+    status_message: Str | None = Field(None, alias="statusMessage")
+    parent_observation_id: Id | None = Field(None, alias="parentObservationId")
+    version: Str | None = None
+    model: Str | None = None
     model_parameters: dict[str, Any] | None = Field(None, alias="modelParameters")
     usage: Any = None
     usage_details: Any = Field(None, alias="usageDetails")
     cost_details: Any = Field(None, alias="costDetails")
-    prompt_name: str | None = Field(None, alias="promptName")
-    prompt_version: int | None = Field(None, alias="promptVersion")
-
-    _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
-    _env = field_validator("environment", mode="before")(classmethod(lambda cls, v: normalize_environment(v)))
+    prompt_name: Str | None = Field(None, alias="promptName")
+    prompt_version: PromptVersion = Field(None, alias="promptVersion")
 
     @model_validator(mode="after")
     def _prompt_pair(self) -> ObservationBody:
@@ -187,24 +269,20 @@ class ObservationBody(_Body):
 
 
 class ScoreBody(_Body):
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
-    name: str = Field(min_length=1)
-    value: float | str
-    trace_id: str | None = Field(None, alias="traceId")
-    observation_id: str | None = Field(None, alias="observationId")
-    session_id: str | None = Field(None, alias="sessionId")
-    dataset_run_id: str | None = Field(None, alias="datasetRunId")
-    environment: str = "default"
-    comment: str | None = None
+    id: Id = Field(default_factory=lambda: str(uuid.uuid4()))
+    name: Str = Field(min_length=1)
+    value: StrictFloat | StrictInt | Str
+    trace_id: Id | None = Field(None, alias="traceId")
+    observation_id: Id | None = Field(None, alias="observationId")
+    session_id: Str | None = Field(None, alias="sessionId")
+    dataset_run_id: Str | None = Field(None, alias="datasetRunId")
+    comment: Str | None = None
     metadata: Any = None
     source: ScoreSource = ScoreSource.API
     data_type: ScoreDataType | None = Field(None, alias="dataType")
-    config_id: str | None = Field(None, alias="configId")
-    queue_id: str | None = Field(None, alias="queueId")
-    execution_trace_id: str | None = Field(None, alias="executionTraceId")
-
-    _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
-    _env = field_validator("environment", mode="before")(classmethod(lambda cls, v: normalize_environment(v)))
+    config_id: Str | None = Field(None, alias="configId")
+    queue_id: Str | None = Field(None, alias="queueId")
+    execution_trace_id: Str | None = Field(None, alias="executionTraceId")
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoreBody:
@@ -216,6 +294,8 @@ class ScoreBody(_Body):
         kind = self.data_type or (ScoreDataType.CATEGORICAL if isinstance(self.value, str) else ScoreDataType.NUMERIC)
         if kind in ("NUMERIC", "BOOLEAN") and isinstance(self.value, str):
             raise ValueError(f"{kind} scores need a numeric value")
+        if isinstance(self.value, float) and self.value in (float("inf"), float("-inf")):
+            raise ValueError("value must be a finite number")
         if kind == "BOOLEAN" and self.value not in (0, 1):
             raise ValueError("BOOLEAN scores need value 0 or 1")
         if kind in ("CATEGORICAL", "TEXT", "CORRECTION") and not isinstance(self.value, str):
@@ -229,19 +309,18 @@ class ScoreBody(_Body):
 class Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    id: str
-    timestamp: datetime
-    type: str
+    id: Id
+    timestamp: Annotated[datetime, BeforeValidator(lambda value: parse_timestamp(value, _ENVELOPE_TIME))]
+    type: Str
     body: dict[str, Any]
 
-    _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
 
-    @field_validator("timestamp")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("must include a time zone offset (Z or +hh:mm)")
-        return value
+# The event's time is its rows' time when the body has none, so it must fit both places.
+_ENVELOPE_TIME = catalog.ValueDomain(
+    catalog.Kind.DATETIME,
+    minimum=max(_EVENT_TIME.minimum, _ROW_TIME.minimum),  # type: ignore[type-var]
+    maximum=min(_EVENT_TIME.maximum, _ROW_TIME.maximum),  # type: ignore[type-var]
+)
 
 
 class RejectedEvent(Exception):
@@ -268,46 +347,36 @@ def entity_of(event_type: str) -> str:
     return "observation"
 
 
+def _invalid(message: str) -> RejectedEvent:
+    return RejectedEvent(400, "Invalid request data", message)
+
+
 def validate_event(raw: Any) -> dict[str, Any] | None:
-    """Validate and normalize one raw event; None for `sdk-log` (logged, never stored)."""
+    """Validate and normalize one raw event; None for `sdk-log` (logged, never stored).
+
+    Raises RejectedEvent for anything that could not be stored exactly. Normalizing an already
+    normalized event gives it back unchanged, so logged events can be checked again when read.
+    """
     if not isinstance(raw, dict):
-        raise RejectedEvent(400, "Invalid request data", "event must be a JSON object")
+        raise _invalid("event must be a JSON object")
     try:
         envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
-        raise RejectedEvent(400, "Invalid request data", _explain(exc)) from None
+        raise _invalid(_explain(exc)) from None
     if envelope.type == "sdk-log":
         return None
     if envelope.type not in KNOWN_EVENTS:
-        raise RejectedEvent(400, "Invalid request data", f"type: unknown event type {envelope.type!r}")
+        raise _invalid(f"type: unknown event type {envelope.type!r}")
     entity = entity_of(envelope.type)
     models: dict[str, type[_Body]] = {"trace": TraceBody, "score": ScoreBody, "observation": ObservationBody}
-    model = models[entity]
     try:
-        body = model.model_validate(envelope.body)
+        body = models[entity].model_validate(envelope.body)
     except ValidationError as exc:
-        raise RejectedEvent(
-            400, "Invalid request data", _explain(exc).replace("id: Field required", "body.id: Field required")
-        ) from None
-    # Only fields the client sent: an explicit null overwrites on merge, an absent field does not.
-    normalized = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    normalized["id"] = body.id  # a score's generated id must be stored with the event
-    if isinstance(body, ScoreBody):
-        normalized["dataType"] = body.data_type.value if body.data_type else None
-    if entity == "observation":
-        kind = envelope.type.split("-")[0]
-        obs_type = OBSERVATION_TYPES.get(kind) or str(normalized.get("type") or "SPAN").upper()
-        normalized["type"] = obs_type if obs_type in OBSERVATION_TYPES.values() else "SPAN"
-        usage, costs = normalize_legacy_usage(normalized.pop("usage", None))
-        details = normalize_usage_details(normalized.get("usageDetails"))
-        normalized["usageDetails"] = {**(usage or {}), **(details or {})} or None
-        if usage and not details and "total" not in usage and {"input", "output"} <= usage.keys():
-            normalized["usageDetails"]["total"] = usage["input"] + usage["output"]
-        cost_details = {**(costs or {}), **(normalize_cost_details(normalized.get("costDetails")) or {})}
-        normalized["costDetails"] = cost_details or None
-        for key in ("usageDetails", "costDetails"):
-            if normalized[key] is None:
-                del normalized[key]
+        raise _invalid(_explain(exc).replace("id: Field required", "body.id: Field required")) from None
+    try:
+        normalized = _normalized(envelope, entity, body)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
     return {
         "id": envelope.id,
         "timestamp": envelope.timestamp.isoformat(),
@@ -315,6 +384,33 @@ def validate_event(raw: Any) -> dict[str, Any] | None:
         "entity": entity,
         "body": normalized,
     }
+
+
+def _normalized(envelope: Envelope, entity: str, body: _Body) -> dict[str, Any]:
+    # Only fields the client sent: an explicit null overwrites on merge, an absent field does not.
+    normalized = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    normalized["id"] = body.id  # a score's generated id must be stored with the event
+    if isinstance(body, ScoreBody):
+        normalized["dataType"] = body.data_type.value if body.data_type else None
+    if entity != "observation":
+        return normalized
+    kind = envelope.type.split("-")[0]
+    obs_type = OBSERVATION_TYPES.get(kind) or str(normalized.get("type") or "SPAN").upper()
+    normalized["type"] = obs_type if obs_type in OBSERVATION_TYPES.values() else "SPAN"
+    usage, costs = normalize_legacy_usage(normalized.pop("usage", None))
+    details = normalize_usage_details(normalized.get("usageDetails"))
+    normalized["usageDetails"] = {**(usage or {}), **(details or {})} or None
+    if usage and not details and "total" not in usage and {"input", "output"} <= usage.keys():
+        normalized["usageDetails"]["total"] = usage["input"] + usage["output"]
+    assert _USAGE is not None and isinstance(_USAGE.maximum, int)
+    if normalized["usageDetails"] and sum(normalized["usageDetails"].values()) > _USAGE.maximum:
+        raise ValueError("usageDetails: the counts add up to more than a UInt64 holds")
+    cost_details = {**(costs or {}), **(normalize_cost_details(normalized.get("costDetails")) or {})}
+    normalized["costDetails"] = cost_details or None
+    for key in ("usageDetails", "costDetails"):
+        if normalized[key] is None:
+            del normalized[key]
+    return normalized
 
 
 # --- request and response bodies (Langfuse's public schemas) ------------------------------------

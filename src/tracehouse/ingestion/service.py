@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 
 from tracehouse.blobs import BlobStore
 from tracehouse.clickhouse import ClickHouse, Workload
-from tracehouse.ingestion.models import RejectedEvent, validate_event
+from tracehouse.ingestion.models import MAX_EVENT_BYTES, VALIDATION_VERSION, RejectedEvent, validate_event
 from tracehouse.logging import get_logger
 from tracehouse.metadata import MetadataDB
 from tracehouse.metadata.models import DeadLetter
@@ -35,11 +35,64 @@ TABLE_OF = {"trace": "traces", "observation": "observations", "score": "scores"}
 class BatchResult:
     successes: list[dict[str, Any]]
     errors: list[dict[str, Any]]
-    batch_key: str | None
+    batch_keys: list[str]  # one raw batch (and queue job) per piece of at most `max_events_per_job` events
 
 
 def _batch_key(project_id: str, now: datetime) -> str:
     return f"raw/{project_id}/{now:%Y/%m/%d/%H}/{now:%M%S}-{secrets.token_hex(8)}.json"
+
+
+@dataclass
+class _Checked:
+    """Events validated and serialized one by one (so one too-deep or out-of-range event fails alone)."""
+
+    events: list[bytes]
+    successes: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    logs: list[str]  # sdk-log event ids: neither successes nor errors, as in Langfuse
+
+
+def _event_id(raw: Any) -> str:
+    return raw["id"] if isinstance(raw, dict) and isinstance(raw.get("id"), str) else "unknown"
+
+
+def check_events(raw_events: list[Any], max_event_bytes: int) -> _Checked:
+    """Blocking (pydantic and JSON over up to thousands of events): run it in a thread."""
+    checked = _Checked([], [], [], [])
+    for raw in raw_events:
+        event_id = _event_id(raw)
+        try:
+            event = validate_event(raw)
+            if event is None:
+                checked.logs.append(event_id)
+                continue
+            encoded = _encode(event, max_event_bytes)
+        except RejectedEvent as rejected:
+            checked.errors.append(
+                {"id": event_id, "status": rejected.status, "message": rejected.message, "error": rejected.error}
+            )
+            continue
+        checked.events.append(encoded)
+        checked.successes.append({"id": event["id"], "status": 201})
+    return checked
+
+
+def _encode(event: dict[str, Any], max_event_bytes: int) -> bytes:
+    try:
+        encoded = orjson.dumps(event)
+    except TypeError:  # orjson's nesting limit; the merge serializes input and output the same way
+        raise RejectedEvent(400, "Invalid request data", "event is nested too deeply (more than 250 levels)") from None
+    if len(encoded) > max_event_bytes:
+        raise RejectedEvent(413, "Event too large", f"event is {len(encoded)} bytes; the limit is {max_event_bytes}")
+    return encoded
+
+
+def _document(project_id: str, received_at: datetime, ingestion: dict[str, str], events: list[bytes]) -> bytes:
+    # Assembled from the events' own bytes: no second serialization, and no extra nesting levels.
+    head = orjson.dumps(
+        {"projectId": project_id, "receivedAt": received_at.isoformat(), **ingestion, "validation": VALIDATION_VERSION}
+    )
+    return head[:-1] + b',"events":[' + b",".join(events) + b"]}"
 
 
 async def accept_batch(
@@ -50,39 +103,34 @@ async def accept_batch(
     producer: QueueProducer,
     ingestion: dict[str, str],
     metrics: Metrics,
+    max_events_per_job: int = 1000,
+    max_event_bytes: int = MAX_EVENT_BYTES,
 ) -> BatchResult:
-    """Validate, store durably, enqueue. Raises if storing or enqueueing fails (nothing is claimed)."""
-    accepted: list[dict[str, Any]] = []
-    successes, errors = [], []
-    for raw in raw_events:
-        event_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else "unknown"
-        try:
-            event = validate_event(raw)
-        except RejectedEvent as rejected:
-            errors.append(
-                {"id": event_id, "status": rejected.status, "message": rejected.message, "error": rejected.error}
-            )
-            continue
-        if event is None:  # sdk-log: logged, neither a success nor an error (as Langfuse)
-            get_logger("tracehouse.ingestion").info("sdk_log", project_id=project_id, event_id=event_id)
-            continue
-        accepted.append(event)
-        successes.append({"id": event["id"], "status": 201})
-    metrics.ingestion_events.labels("accepted").inc(len(accepted))
-    metrics.ingestion_events.labels("rejected").inc(len(errors))
-    if not accepted:
-        return BatchResult(successes, errors, None)
+    """Validate, store durably, enqueue. Raises if storing or enqueueing fails (nothing is claimed).
+
+    Events are stored as raw batches of at most `max_events_per_job`, one queue job each, so a giant
+    request becomes bounded pieces of work that other projects' jobs can run beside.
+    """
+    checked = await asyncio.to_thread(check_events, raw_events, max_event_bytes)
+    log = get_logger("tracehouse.ingestion")
+    for event_id in checked.logs:
+        log.info("sdk_log", project_id=project_id, event_id=event_id)
+    metrics.ingestion_events.labels("accepted").inc(len(checked.events))
+    metrics.ingestion_events.labels("rejected").inc(len(checked.errors))
+    keys = []
     now = datetime.now(UTC)
-    key = _batch_key(project_id, now)
-    document = {"projectId": project_id, "receivedAt": now.isoformat(), **ingestion, "events": accepted}
-    await blobs.put(key, orjson.dumps(document))
-    await producer.add(
-        INGESTION_QUEUE,
-        INGESTION_JOB,
-        {"projectId": project_id, "batchKey": key, "events": len(accepted), "receivedAt": now.timestamp()},
-        jobId=key.replace("/", ":"),
-    )
-    return BatchResult(successes, errors, key)
+    for start in range(0, len(checked.events), max_events_per_job):
+        piece = checked.events[start : start + max_events_per_job]
+        key = _batch_key(project_id, now)
+        await blobs.put(key, _document(project_id, now, ingestion, piece))
+        await producer.add(
+            INGESTION_QUEUE,
+            INGESTION_JOB,
+            {"projectId": project_id, "batchKey": key, "events": len(piece), "receivedAt": now.timestamp()},
+            jobId=key.replace("/", ":"),
+        )
+        keys.append(key)
+    return BatchResult(checked.successes, checked.errors, keys)
 
 
 def log_rows(project_id: str, batch_key: str, received_at: datetime, events: list[dict[str, Any]]) -> list[dict]:
@@ -109,58 +157,72 @@ EntityKey = tuple[str, str, str]  # (project_id, entity, entity_id)
 _HistoryRequest = tuple[set[EntityKey], "asyncio.Future[list[dict[str, Any]]]"]
 
 
+_HISTORY_SQL = (
+    "SELECT project_id, entity, entity_id, event_id, event_type, event_time, body, received_at "
+    "FROM ingestion_event_log WHERE (project_id, entity, entity_id) IN {keys:Array(Tuple(String, String, String))} "
+    "ORDER BY event_ts DESC LIMIT 1 BY project_id, entity, entity_id, event_id"
+)
+
+
 class HistoryReader:
-    """Reads entities' logged events for many concurrent jobs with one query per short tick.
+    """Reads entities' logged events for many concurrent jobs with few, bounded queries.
 
     Each job needs the history of its entities before merging. One query per job made these lookups
     most of ClickHouse's work (planning and index lookups over every part, ~50 times a second at
-    5k events/s); jobs waiting in the same few milliseconds now share one query.
+    5k events/s), so jobs waiting in the same few milliseconds share one query. Reads are chunked to
+    `chunk_keys` entities per query (a 30,000-span trace is 15 modest queries, not one that times out),
+    and every tick runs on its own: a read never waits behind an earlier tick's slow queries.
     """
 
-    def __init__(self, clickhouse: ClickHouse, *, linger_s: float = 0.005, max_keys: int = 5000) -> None:
+    def __init__(
+        self, clickhouse: ClickHouse, *, linger_s: float = 0.005, chunk_keys: int = 2000, parallel: int = 2
+    ) -> None:
         self._ch = clickhouse
         self._linger_s = linger_s
-        self._max_keys = max_keys
+        self._chunk_keys = chunk_keys
+        self._parallel = parallel  # chunk queries in flight per tick
         self._waiting: list[_HistoryRequest] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._tick: asyncio.Task[None] | None = None
+        self._ticks: set[asyncio.Task[None]] = set()  # strong refs: the loop only keeps weak ones
 
     async def read(self, keys: set[EntityKey]) -> list[dict[str, Any]]:
         future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
         self._waiting.append((keys, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon())
+        if self._tick is None:
+            self._tick = asyncio.create_task(self._serve_soon())
+            self._ticks.add(self._tick)
+            self._tick.add_done_callback(self._ticks.discard)
         return await future
 
-    async def _flush_soon(self) -> None:
+    async def _serve_soon(self) -> None:
         await asyncio.sleep(self._linger_s)
-        while self._waiting:
-            taken: list[_HistoryRequest] = []
-            count = 0
-            while self._waiting and (not taken or count + len(self._waiting[0][0]) <= self._max_keys):
-                item = self._waiting.pop(0)
-                taken.append(item)
-                count += len(item[0])
-            keys = sorted(set().union(*(k for k, _ in taken)))
-            try:
-                rows = await self._ch.query(
-                    "SELECT project_id, entity, entity_id, event_id, event_type, event_time, body, received_at "
-                    "FROM ingestion_event_log WHERE (project_id, entity, entity_id) IN "
-                    "{keys:Array(Tuple(String, String, String))} "
-                    "ORDER BY event_ts DESC LIMIT 1 BY project_id, entity, entity_id, event_id",
-                    {"keys": keys},
-                    workload=Workload.INGESTION,
-                )
-            except Exception as exc:  # noqa: BLE001 - every waiting job gets the failure (and is retried)
-                for _, future in taken:
-                    if not future.done():
-                        future.set_exception(exc)
+        taken, self._waiting, self._tick = self._waiting, [], None  # later reads start a tick of their own
+        keys = sorted(set().union(*(k for k, _ in taken)))
+        chunks = [keys[i : i + self._chunk_keys] for i in range(0, len(keys), self._chunk_keys)]
+        slots = asyncio.Semaphore(self._parallel)
+
+        async def fetch(chunk: list[EntityKey]) -> list[dict[str, Any]]:
+            async with slots:
+                return await self._ch.query(_HISTORY_SQL, {"keys": chunk}, workload=Workload.INGESTION)
+
+        results = await asyncio.gather(*(fetch(c) for c in chunks), return_exceptions=True)
+        by_key: dict[EntityKey, list[dict[str, Any]]] = {}
+        failed: dict[EntityKey, BaseException] = {}
+        for chunk, result in zip(chunks, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.update(dict.fromkeys(chunk, result))
                 continue
-            by_key: dict[EntityKey, list[dict[str, Any]]] = {}
-            for row in rows:
+            for row in result:
                 by_key.setdefault((row["project_id"], row["entity"], row["entity_id"]), []).append(row)
-            for wanted, future in taken:
-                if not future.done():
-                    future.set_result([r for key in wanted for r in by_key.get(key, ())])
+        for wanted, future in taken:
+            if future.done():
+                continue
+            # A job whose entities were in a failed chunk gets the failure (and is retried by the queue).
+            error = next((failed[k] for k in wanted if k in failed), None)
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result([r for key in wanted for r in by_key.get(key, ())])
 
 
 def list_dead_letters(metadata: MetadataDB, *, include_replayed: bool = False) -> list[DeadLetter]:

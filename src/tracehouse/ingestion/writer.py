@@ -4,9 +4,12 @@ Callers hand rows to `write(table, rows)` and await it. Rows from many jobs are 
 table and flushed as one Arrow insert when the batch is full or the interval passes. Every flush
 gets its own `event_ts` stamp (strictly increasing per table), and after the insert the writer
 counts the rows carrying that stamp: only when all are present do the callers' awaits return.
-A failed insert is retried with backoff; an insert that failed with a timeout may still have
-committed, so the writer checks for the rows before inserting again. After `max_attempts` the
-callers get `WriteFailed` and nothing is dropped silently: the job fails and the queue retries it.
+A transient failure (timeout, lost connection, memory limit) is retried with backoff; an insert that
+failed with a timeout may still have committed, so the writer checks for the rows before inserting
+again. Any other failure means some row cannot be written: the flush is bisected, job by job, until
+the jobs whose own rows fail stand alone, and every other job's rows are written. Only those jobs get
+`WriteFailed`, with the real reason; nothing is dropped silently (the queue retries the job and dead-
+letters it in the end).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from tracehouse.clickhouse import ClickHouse, ClickHouseError, Table, Workload, catalog
+from tracehouse.clickhouse import ClickHouse, ClickHouseError, ClickHouseErrorKind, Table, Workload, catalog
 from tracehouse.clickhouse.catalog import arrow_type, split_type
+from tracehouse.errors import DependencyUnavailable
 from tracehouse.logging import get_logger
 from tracehouse.metrics import Metrics
 
@@ -253,20 +257,38 @@ class ClickHouseWriter:
                 taken.append(item)
                 count += len(item.rows)
             buffer.rows -= count
-            try:
-                await self._write_verified(table, buffer, [r for item in taken for r in item.rows])
-            except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
-                for item in taken:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                return
-            for item in taken:
-                if not item.future.done():
-                    item.future.set_result(None)
+            await self._write_isolated(table, buffer, taken)
         if buffer.rows >= self._batch_size:
             self._spawn(table)
 
+    async def _write_isolated(self, table: str, buffer: _TableBuffer, items: list[_Pending]) -> None:
+        """Write the items' rows; when that fails for a reason retrying cannot fix, write each half on
+        its own (recursively), so only the jobs whose own rows cannot be written fail."""
+        try:
+            await self._write_verified(table, buffer, [r for item in items for r in item.rows])
+        except Exception as exc:  # noqa: BLE001 - isolated below, then handed to the waiters
+            if len(items) == 1 or _transient(exc):
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(exc if isinstance(exc, WriteFailed) else _failed(table, item, exc))
+                return
+            self._log.warning(
+                "clickhouse_write_isolating",
+                table=table,
+                jobs=len(items),
+                rows=sum(len(i.rows) for i in items),
+                error=str(exc)[:300],
+            )
+            middle = len(items) // 2
+            await self._write_isolated(table, buffer, items[:middle])
+            await self._write_isolated(table, buffer, items[middle:])
+            return
+        for item in items:
+            if not item.future.done():
+                item.future.set_result(None)
+
     async def _write_verified(self, table: str, buffer: _TableBuffer, rows: list[dict[str, Any]]) -> None:
+        """Insert and verify `rows` under one fresh version stamp; transient failures are retried."""
         last_error: BaseException | None = None
         for attempt in range(1, self._max_attempts + 1):
             stamp_ms = self._stamp(buffer)
@@ -278,13 +300,16 @@ class ClickHouseWriter:
                 row.setdefault("updated_at", now)
             started = time.perf_counter()
             try:
-                await self._ch.insert_arrow(table, _to_arrow(table, rows), workload=Workload.INGESTION)
+                data = await asyncio.to_thread(_to_arrow, table, rows)  # thousands of rows: off the event loop
+                await self._ch.insert_arrow(table, data, workload=Workload.INGESTION)
             except Exception as exc:  # noqa: BLE001 - classified below
                 last_error = exc
                 # A timeout can arrive after the insert committed: look before inserting again.
                 if _maybe_committed(exc) and await self._present(table, rows, stamp_ms):
                     self._record(table, len(rows), time.perf_counter() - started)
                     return
+                if not _transient(exc):
+                    raise  # the data itself: retrying the same rows cannot help
                 self._log.warning(
                     "clickhouse_write_retry", table=table, rows=len(rows), attempt=attempt, error=str(exc)[:500]
                 )
@@ -293,7 +318,8 @@ class ClickHouseWriter:
             if await self._present(table, rows, stamp_ms):
                 self._record(table, len(rows), time.perf_counter() - started)
                 return
-            last_error = WriteFailed(f"{table}: inserted rows not found on verification")
+            # Inserted but not found under its key: a value ClickHouse stored differently than sent.
+            raise WriteFailed(f"{table}: inserted rows not found on verification")
         raise WriteFailed(
             f"{table}: {len(rows)} rows not written after {self._max_attempts} attempts: {str(last_error)[:500]}"
         )
@@ -325,6 +351,24 @@ class ClickHouseWriter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _failed(table: str, item: _Pending, exc: BaseException) -> WriteFailed:
+    return WriteFailed(
+        f"{table}: {len(item.rows)} row(s) of this job cannot be written: {type(exc).__name__}: {str(exc)[:500]}"
+    )
+
+
+def _transient(exc: BaseException) -> bool:
+    """Failures of the moment (the server, the network, memory), which a retry of the same rows can fix."""
+    if _maybe_committed(exc) or isinstance(exc, ConnectionError | DependencyUnavailable):
+        return True
+    if isinstance(exc, ClickHouseError):
+        if exc.kind in (ClickHouseErrorKind.MEMORY_LIMIT, ClickHouseErrorKind.OVERCOMMIT):
+            return True
+        text = str(exc).lower()
+        return any(word in text for word in ("connection", "refused", "unavailable", "too many", "network"))
+    return False
 
 
 def _maybe_committed(exc: BaseException) -> bool:
