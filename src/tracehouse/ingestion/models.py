@@ -376,7 +376,8 @@ def validate_event(raw: Any) -> dict[str, Any] | None:
     try:
         normalized = _normalized(envelope, entity, body)
     except ValueError as exc:
-        raise _invalid(str(exc)) from None
+        # pydantic refuses to serialize beyond its depth limit; say what that means for the client.
+        raise _invalid("event is nested too deeply" if "depth" in str(exc) else str(exc)) from None
     return {
         "id": envelope.id,
         "timestamp": envelope.timestamp.isoformat(),

@@ -63,9 +63,12 @@ def _split(values: list[str] | str | None) -> tuple[str, ...]:
     return tuple(item.strip() for value in given for item in value.split(",") if item.strip())
 
 
+MAX_PAGE = 2**31 - 1  # Langfuse's page is a 32-bit integer
+
+
 def _page(page: int, limit: int) -> Page:
-    if page < 1:
-        raise BadParameter("page", "must be 1 or more")
+    if not 1 <= page <= MAX_PAGE:
+        raise BadParameter("page", f"must be between 1 and {MAX_PAGE}")
     if not 1 <= limit <= 100:
         raise BadParameter("limit", "must be between 1 and 100")
     return Page(page=page, limit=limit)
@@ -222,7 +225,7 @@ async def list_traces(
 
 
 @router.get(
-    "/api/public/traces/{trace_id}",
+    "/api/public/traces/{trace_id:path}",
     response_model=TraceWithFullDetails,
     response_model_exclude_unset=True,
     responses=_ONE,
@@ -236,7 +239,7 @@ async def get_trace(
     return trace
 
 
-@router.delete("/api/public/traces/{trace_id}", response_model=DeleteTraceResponse, responses=_ONE)
+@router.delete("/api/public/traces/{trace_id:path}", response_model=DeleteTraceResponse, responses=_ONE)
 async def delete_trace(
     trace_id: str, auth: ProjectAuth = Depends(require_project), service: ReadService = Depends(read_service)
 ) -> DeleteTraceResponse:
@@ -272,7 +275,7 @@ async def list_observations(
 
 
 @router.get(
-    "/api/public/observations/{observation_id}",
+    "/api/public/observations/{observation_id:path}",
     response_model=Observation,
     response_model_exclude_unset=True,
     responses=_ONE,
@@ -392,7 +395,7 @@ async def list_sessions(
 
 
 @router.get(
-    "/api/public/sessions/{session_id}",
+    "/api/public/sessions/{session_id:path}",
     response_model=SessionWithTraces,
     response_model_exclude_unset=True,
     responses=_ONE,

@@ -22,7 +22,8 @@ from tracehouse.queries.models import (
 )
 from tracehouse.timefmt import ch_time
 
-PAGE = "LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
+# UInt64: page x limit overflows 32 bits long before `page` does (an offset that wrapped returned page 1).
+PAGE = "LIMIT {limit:UInt32} OFFSET {offset:UInt64}"
 TRACE_ORDER_COLUMNS: dict[TraceOrderField, str] = {
     "id": "id",
     "timestamp": "timestamp",
