@@ -71,6 +71,7 @@ class BlobStoreConfig:
     secret_access_key: str | None = None  # Azure: account key
     force_path_style: bool = False
     gcs_credentials: str | None = None  # service account JSON text, or a path to it
+    proxy_url: str | None = None  # every request goes through this HTTP proxy (exports: the egress proxy)
 
     def __post_init__(self) -> None:
         if self.backend is BlobBackend.LOCAL:
@@ -314,6 +315,8 @@ def _build_store(
     options: ClientConfig = client.copy() if client else {}
     if config.endpoint and config.endpoint.startswith("http://"):
         options["allow_http"] = True
+    if config.proxy_url:
+        options["proxy_url"] = config.proxy_url
     try:
         if config.backend is BlobBackend.LOCAL:
             assert config.root is not None
