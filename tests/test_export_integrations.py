@@ -36,7 +36,8 @@ def _body(project_id, **overrides):
         "projectId": project_id,
         "type": "S3_COMPATIBLE",
         "bucketName": "exports",
-        "endpoint": "http://127.0.0.1:9000",
+        # A public address (never contacted): a project key may not name a loopback endpoint.
+        "endpoint": "http://8.8.8.8:9000",
         "region": "us-east-1",
         "accessKeyId": "AKIA-TEST",
         "secretAccessKey": "very-secret-value",

@@ -509,7 +509,8 @@ def integrations_set(
     from pydantic import ValidationError
 
     from tracehouse.export.crypto import SecretBox
-    from tracehouse.export.integrations import IntegrationRequest, upsert_integration
+    from tracehouse.export.egress import EgressRule
+    from tracehouse.export.integrations import IntegrationRequest, check_destination, upsert_integration
 
     settings = _settings()
     try:
@@ -539,6 +540,12 @@ def integrations_set(
             err=True,
         )
         raise typer.Exit(1) from None
+
+    async def check() -> None:
+        # The operator at the server's shell acts as the admin key: the allowlist applies.
+        await check_destination(request, EgressRule(settings.export_allowed_destinations), admin=True)
+
+    _run(check)  # a refused endpoint: one line on stderr, exit 1 (a missing project too, from the upsert)
     view = _with_db(
         settings, lambda db: upsert_integration(db, SecretBox(settings.encryption_key), request), migrate=True
     ).model_dump(by_alias=True)

@@ -13,11 +13,15 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from tracehouse.api_common import ApiError, NotFound, error_responses, get_services
+from tracehouse.api_common import ApiError, BadParameter, NotFound, error_responses, get_services
 from tracehouse.auth import Access, require_admin_or_project
 from tracehouse.errors import ConfigError
 from tracehouse.export.crypto import SecretBox
+from tracehouse.export.egress import EgressRule
 from tracehouse.export.integrations import (
+    DestinationRefused,
+    ProjectNotFound,
+    check_destination,
     delete_integration,
     list_integrations,
     progress_view,
@@ -33,6 +37,7 @@ from tracehouse.export.models import (
     IntegrationsResponse,
     IntegrationStatus,
 )
+from tracehouse.metadata import get_project
 from tracehouse.runtime import Services
 
 router = APIRouter(tags=["export"])
@@ -66,11 +71,23 @@ async def put_integration(
     access: Access = Depends(require_admin_or_project),
     services: Services = Depends(get_services),
 ) -> IntegrationResponse | JSONResponse:
+    """Create or replace a project's destination. A project key may name public internet endpoints
+    only; the admin key also those TRACEHOUSE_EXPORT_ALLOWED_DESTINATIONS lists."""
     access.check(integration.project_id)
+    settings = services.settings
+    missing = f"project {integration.project_id} does not exist"
+    if await asyncio.to_thread(get_project, services.metadata, integration.project_id) is None:
+        raise NotFound(missing)
     try:
+        rule = EgressRule(settings.export_allowed_destinations)
+        await check_destination(integration, rule, admin=access.is_admin)
         return await asyncio.to_thread(
-            upsert_integration, services.metadata, SecretBox(services.settings.encryption_key), integration
+            upsert_integration, services.metadata, SecretBox(settings.encryption_key), integration
         )
+    except DestinationRefused as exc:
+        raise BadParameter(exc.parameter, exc.message) from None
+    except ProjectNotFound:
+        raise NotFound(missing) from None
     except ConfigError as exc:
         return JSONResponse({"error": "ConfigurationError", "message": str(exc)}, status_code=422)
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from tracehouse.errors import ConfigError
+from tracehouse.errors import ConfigError, TracehouseError
 from tracehouse.export.crypto import SecretBox
+from tracehouse.export.egress import ALLOWLIST_SETTING, EgressRule, Resolve, ip_literal, resolve_host
 from tracehouse.export.models import (
     FREQUENCIES,
     ExportProgress,
@@ -25,7 +28,7 @@ from tracehouse.export.models import (
 )
 from tracehouse.export.windows import ExportWindow
 from tracehouse.metadata import MetadataDB
-from tracehouse.metadata.models import BlobStorageIntegration
+from tracehouse.metadata.models import BlobStorageIntegration, Project
 from tracehouse.timefmt import api_time
 
 
@@ -137,10 +140,107 @@ def progress_view(row: BlobStorageIntegration, now: datetime) -> ExportProgress:
     )
 
 
+class ProjectNotFound(TracehouseError):
+    """An integration was saved for a project that does not exist."""
+
+    def __init__(self, project_id: str) -> None:
+        self.project_id = project_id
+        super().__init__(f"project {project_id!r} does not exist")
+
+
+class DestinationRefused(TracehouseError):
+    """The integration's endpoint is not a destination this caller may export to."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        self.parameter = parameter
+        self.message = message
+        super().__init__(f"{parameter}: {message}")
+
+
+def endpoint_hosts(type_: str, endpoint: str, bucket: str, force_path_style: bool) -> tuple[list[str], int]:
+    """The host names a store with this endpoint connects to, and the port."""
+    try:
+        url = urlsplit(endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        raise DestinationRefused("endpoint", "is not a valid URL") from None
+    host = url.hostname
+    if not host or url.username is not None or url.password is not None:
+        raise DestinationRefused("endpoint", "must be http(s)://host[:port][/path], without user info")
+    hosts = [host]
+    if type_ in ("S3", "S3_COMPATIBLE") and not force_path_style and ip_literal(host) is None:
+        hosts.append(f"{bucket}.{host}")  # virtual-hosted style: the bucket's own host name
+    return hosts, port
+
+
+async def refused_host(
+    type_: str,
+    endpoint: str | None,
+    bucket: str,
+    force_path_style: bool,
+    rule: EgressRule,
+    *,
+    internal: bool,
+    resolve: Resolve = resolve_host,
+) -> str | None:
+    """The first `host:port` of the endpoint the rule refuses (None: every one is permitted)."""
+    if type_ == "LOCAL" or not endpoint:
+        return None  # a folder, or the provider's own public endpoint
+    hosts, port = endpoint_hosts(type_, endpoint, bucket, force_path_style)
+    for host in hosts:
+        if rule.refuses_name(host) or not rule.permits(host, port, await resolve(host, port), internal=internal):
+            return f"{host}:{port}"
+    return None
+
+
+async def check_destination(
+    request: IntegrationRequest, rule: EgressRule, *, admin: bool, resolve: Resolve = resolve_host
+) -> None:
+    """Refuse an endpoint that does not resolve to public internet addresses only; the admin key may
+    also save one the allowlist covers. (The egress proxy checks again at connect time.)"""
+    refused = await refused_host(
+        request.type,
+        request.endpoint,
+        request.bucket_name,
+        request.force_path_style,
+        rule,
+        internal=admin,
+        resolve=resolve,
+    )
+    if refused is None:
+        return
+    if not admin:
+        # The same words whether the host is internal or does not resolve: a project key learns
+        # nothing about the server's network from the answer.
+        raise DestinationRefused(
+            "endpoint",
+            "must resolve to public internet addresses only (loopback, private, link-local, "
+            "unique-local and cloud metadata addresses are refused; only the admin key may set "
+            "an internal destination the operator allowed)",
+        )
+    raise DestinationRefused(
+        "endpoint",
+        f"{refused} does not resolve, or resolves to an address outside the public internet "
+        f"that {ALLOWLIST_SETTING} does not list (cloud metadata addresses are always refused)",
+    )
+
+
 def upsert_integration(metadata: MetadataDB, box: SecretBox, request: IntegrationRequest) -> IntegrationResponse:
+    """Create or replace the project's integration; ProjectNotFound when there is no such project."""
     secret = box.encrypt(request.secret_access_key) if request.secret_access_key else None
+    try:
+        return _upsert(metadata, secret, request)
+    except IntegrityError:
+        # The project was deleted meanwhile. The database error's text holds the statement's
+        # parameters (access key id, encrypted secret): it must not travel on.
+        raise ProjectNotFound(request.project_id) from None
+
+
+def _upsert(metadata: MetadataDB, secret: str | None, request: IntegrationRequest) -> IntegrationResponse:
     now = datetime.now(UTC)
     with metadata.session() as session:
+        if session.get(Project, request.project_id) is None:
+            raise ProjectNotFound(request.project_id)
         row = session.get(BlobStorageIntegration, request.project_id)
         start_date = request.export_start_date
         if request.export_mode == "FROM_TODAY" and start_date is None:

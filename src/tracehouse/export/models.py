@@ -3,10 +3,11 @@ status and progress views."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Export cadence. `every_20_minutes` is accepted because the current SDK's enum has it.
 FREQUENCIES: dict[str, timedelta] = {
@@ -17,6 +18,9 @@ FREQUENCIES: dict[str, timedelta] = {
     "weekly": timedelta(weeks=1),
 }
 IntegrationType = Literal["S3", "S3_COMPATIBLE", "GOOGLE_CLOUD_STORAGE", "AZURE_BLOB_STORAGE", "LOCAL"]
+# Bucket, container and region names become part of a host name (virtual-hosted style, the default
+# AWS endpoint), so they may not carry anything that changes the URL: no '/', '@', ':', '#', ...
+_HOST_LABELS = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 class IntegrationRequest(BaseModel):
@@ -42,6 +46,33 @@ class IntegrationRequest(BaseModel):
     export_start_date: datetime | None = Field(None, alias="exportStartDate")
     compressed: bool = True
 
+    @field_validator("bucket_name")
+    @classmethod
+    def _bucket(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("type") == "LOCAL":
+            # One folder name under <data dir>/exports/<project>/.
+            if value in (".", "..") or any(c in value for c in "/\\\0"):
+                raise ValueError("a LOCAL bucketName is one folder name: not '.' or '..', no '/' or '\\'")
+        elif not _HOST_LABELS.match(value):
+            raise ValueError("bucketName may contain letters, digits, '.', '-' and '_' only")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("type") == "LOCAL" and (
+            value.startswith("/") or "\\" in value or "\0" in value or ".." in value.split("/")
+        ):
+            raise ValueError("a LOCAL prefix is a relative path: no leading '/', no '..' segment, no '\\'")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _HOST_LABELS.match(value):
+            raise ValueError("region may contain letters, digits, '.', '-' and '_' only")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> IntegrationRequest:
         if self.export_mode == "FROM_CUSTOM_DATE" and self.export_start_date is None:
@@ -52,8 +83,6 @@ class IntegrationRequest(BaseModel):
             raise ValueError("endpoint is required for S3_COMPATIBLE")
         if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
             raise ValueError("endpoint must be an http:// or https:// URL")
-        if self.type == "LOCAL" and (self.bucket_name.startswith("/") or ".." in self.bucket_name.split("/")):
-            raise ValueError("a LOCAL bucketName is a folder name under the data directory's exports/ folder")
         if self.prefix and not self.prefix.endswith("/"):
             raise ValueError("prefix must end with '/'")
         if (self.access_key_id is None) != (self.secret_access_key is None) and self.type != "LOCAL":
