@@ -94,6 +94,8 @@ def config(data_dir: Any, **changes: Any) -> ExportConfig:
         "row_group_rows": 1000,
         "trace_only_projects": frozenset(),
         "data_dir": data_dir,
+        # The tests' S3 server (moto) listens on loopback, which the egress rule refuses by default.
+        "allowed_destinations": "127.0.0.1",
     }
     values.update(changes)
     return ExportConfig(**values)

@@ -761,7 +761,7 @@ def test_verify_and_status_cli(tmp_path: Any) -> None:
     assert status.returncode == 0 and "v-p: up_to_date; exported until" in status.stdout, status.stdout
 
     # Lose one data file: verify names the problem and fails.
-    files = sorted((tmp_path / "d" / "exports" / "out" / "v-p" / "traces").iterdir())
+    files = sorted((tmp_path / "d" / "exports" / "v-p" / "out" / "v-p" / "traces").iterdir())  # <project>/<bucket>
     files[0].unlink()
     broken = run("export", "verify", "--project", "v-p", "--json")
     assert broken.returncode == 1

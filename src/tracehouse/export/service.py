@@ -12,6 +12,10 @@ Order of effects, and why each step is safe to repeat:
 A failed or killed attempt leaves its files unreferenced; the retry overwrites them (same names) or
 ignores them (a different split). Nothing is deleted: a file another attempt of the same window may
 have written, and a manifest may name, is never at risk.
+
+Network destinations are reached only through a per-attempt `EgressProxy` (see egress.py), and what
+a destination answers never reaches a log line, the status or the queue: its failures are reported
+in the fixed words of destination.py.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import closing
+from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,9 +37,10 @@ from tracehouse.clickhouse.workload import classify_error
 from tracehouse.errors import one_line_reason
 from tracehouse.export import state
 from tracehouse.export.crypto import SecretBox
-from tracehouse.export.destination import destination_store
+from tracehouse.export.destination import BLOCKED, DestinationError, destination_failure, destination_store
+from tracehouse.export.egress import EgressProxy, EgressRule, Resolve, resolve_host
 from tracehouse.export.formats import FileFormat, write_batches
-from tracehouse.export.integrations import Integration
+from tracehouse.export.integrations import Integration, refused_host
 from tracehouse.export.tables import ExportTable, first_row_query, tables_for, window_params
 from tracehouse.export.windows import (
     ExportWindow,
@@ -66,6 +71,8 @@ class ExportConfig:
     row_group_rows: int
     trace_only_projects: frozenset[str]
     data_dir: Path
+    # TRACEHOUSE_EXPORT_ALLOWED_DESTINATIONS: internal destinations the egress rule allows.
+    allowed_destinations: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExportConfig:
@@ -76,6 +83,7 @@ class ExportConfig:
             row_group_rows=settings.export_parquet_row_group_size,
             trace_only_projects=settings.trace_only_projects,
             data_dir=settings.data_dir,
+            allowed_destinations=settings.export_allowed_destinations,
         )
 
 
@@ -110,8 +118,18 @@ class _Attempt:
     fmt: FileFormat
     window: ExportWindow
     owner: str  # the lease token of this attempt
+    egress: EgressProxy | None = None  # the proxy the store talks through (None: a folder, or a test's store)
     written: list[ExportedFile] = field(default_factory=list)
     splits: int = 0
+
+    @property
+    def blocked(self) -> bool:
+        return self.egress is not None and self.egress.blocked > 0
+
+    def failure(self, exc: BaseException) -> str | None:
+        """The fixed phrase for a destination failure (None: not the destination's)."""
+        egress = self.egress
+        return destination_failure(exc, blocked=self.blocked, unreachable=egress is not None and egress.unreachable > 0)
 
 
 def manifest_key(project_id: str, window: ExportWindow) -> str:
@@ -140,7 +158,10 @@ class ExportJob:
         enqueue: Enqueue | None = None,
         clock: Callable[[], datetime] | None = None,
         store_for: Callable[[Integration], BlobStore] | None = None,
+        resolve: Resolve | None = None,
     ) -> None:
+        """`store_for` replaces the destination store (tests; such a store bypasses the egress proxy);
+        `resolve` replaces DNS resolution for the egress check (tests)."""
         self._ch = clickhouse
         self._metadata = metadata
         self._box = box
@@ -148,7 +169,9 @@ class ExportJob:
         self._metrics = metrics
         self._enqueue = enqueue
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._store_for = store_for or (lambda i: destination_store(i, config.data_dir))
+        self._store_for = store_for
+        self._rule = EgressRule(config.allowed_destinations)
+        self._resolve = resolve or resolve_host
         self._log = get_logger("tracehouse.export")
 
     async def run(self, project_id: str, owner: str) -> dict[str, Any]:
@@ -188,22 +211,30 @@ class ExportJob:
             return {"waiting": True}
         horizon = now - self._config.lag
         catching_up = window.end + integration.frequency <= horizon
-        attempt = _Attempt(
-            integration,
-            self._store_for(integration),
-            FileFormat(integration.file_type, integration.compressed),
-            window,
-            owner,
-        )
+        egress = self._egress_for(integration)
+        attempt: _Attempt | None = None
+        sanitized: DestinationError | None = None
         try:
-            for table in tables:
-                table_started = time.perf_counter()
-                await self._export_table(attempt, table, window)
-                self._metrics.blob_export_table_duration.labels(table.name).observe(
-                    (time.perf_counter() - table_started) * 1000
+            async with AsyncExitStack() as stack:
+                if egress is not None:
+                    await self._preflight(integration)
+                    await stack.enter_async_context(egress)
+                attempt = _Attempt(
+                    integration,
+                    self._open_store(integration, egress),
+                    FileFormat(integration.file_type, integration.compressed),
+                    window,
+                    owner,
+                    egress,
                 )
-            await self._hold_lease(attempt)  # a newer attempt of this window writes the manifest instead
-            await self._write_manifest(attempt, tables)
+                for table in tables:
+                    table_started = time.perf_counter()
+                    await self._export_table(attempt, table, window)
+                    self._metrics.blob_export_table_duration.labels(table.name).observe(
+                        (time.perf_counter() - table_started) * 1000
+                    )
+                await self._hold_lease(attempt)  # a newer attempt of this window writes the manifest instead
+                await self._write_manifest(attempt, tables)
             figures = state.JobFigures(
                 datetime.now(UTC),
                 int((time.perf_counter() - started) * 1000),
@@ -217,8 +248,16 @@ class ExportJob:
         except LeaseLost:
             raise
         except Exception as exc:
-            await self._failed(project_id, exc, started)
-            raise
+            failure = attempt.failure(exc) if attempt is not None else destination_failure(exc)
+            await self._failed(project_id, exc, started, failure)
+            if failure is None:
+                raise
+            sanitized = DestinationError(failure)
+        if sanitized is not None:
+            # Raised outside the handler and `from None`: the original error (which may quote the
+            # destination's answer) is neither the message nor in the traceback the queue logs.
+            raise sanitized from None
+        assert attempt is not None
         mode = "catchup" if catching_up else "steady"
         self._log.info(
             "blob_export_job_completed",
@@ -245,6 +284,36 @@ class ExportJob:
             "splits": attempt.splits,
             "cursorMoved": moved,
         }
+
+    # --- where -------------------------------------------------------------------------------
+    def _egress_for(self, integration: Integration) -> EgressProxy | None:
+        """A proxy for this attempt's network destination (a folder, or a test's store: none)."""
+        if self._store_for is not None or integration.type == "LOCAL":
+            return None
+        return EgressProxy(self._rule, resolve=self._resolve)
+
+    def _open_store(self, integration: Integration, egress: EgressProxy | None) -> BlobStore:
+        if self._store_for is not None:
+            return self._store_for(integration)
+        return destination_store(integration, self._config.data_dir, proxy_url=egress.url if egress else None)
+
+    async def _preflight(self, integration: Integration) -> None:
+        """Fail at once, in fixed words, when the endpoint is refused now: the proxy would refuse
+        every request anyway, and the client would retry refused https tunnels for a minute. (Not
+        the enforcement: the proxy checks each connection, so a name that resolves differently
+        later is still caught.)"""
+        refused = await refused_host(
+            integration.type,
+            integration.endpoint,
+            integration.bucket_name,
+            integration.force_path_style,
+            self._rule,
+            internal=True,
+            resolve=self._resolve,
+        )
+        if refused is not None:
+            self._log.warning("blob_export_egress_blocked", projectId=integration.project_id, host=refused)
+            raise DestinationError(BLOCKED)
 
     # --- which window ------------------------------------------------------------------------
     async def _next_window(
@@ -301,40 +370,51 @@ class ExportJob:
     # --- one table ---------------------------------------------------------------------------
     async def _export_table(self, attempt: _Attempt, table: ExportTable, window: ExportWindow) -> list[ExportedFile]:
         """Export `window` of `table`; on failure, split in half and export each half (recursively)."""
+        failure: Exception | None = None
         try:
             written = await asyncio.to_thread(self._write_file, attempt, table, window)
         except Exception as exc:
-            project_id = attempt.integration.project_id
-            if window.duration <= self._config.min_window:
-                self._log.error(
-                    "blob_export_table_failed",
-                    table=table.name,
-                    projectId=project_id,
-                    windowMs=window.end_ms - window.start_ms,
-                    error=one_line_reason(exc)[:500],
-                )
-                raise
-            kind = classify_error(str(exc)).value
-            first, second = window.halves()
-            self._log.warning(
-                "blob_export_error_splitting",
-                table=table.name,
-                projectId=project_id,
-                errorType=kind,
-                errorMessage=one_line_reason(exc)[:500],
-                originalWindowMs=window.end_ms - window.start_ms,
-                splitWindowMs=first.end_ms - first.start_ms,
-                minTimestamp=iso_ms(window.start),
-                maxTimestamp=iso_ms(window.end),
-            )
-            self._metrics.blob_export_splits.labels(table.name, kind).inc()
-            attempt.splits += 1
-            return await self._export_table(attempt, table, first) + await self._export_table(attempt, table, second)
+            failure = exc
+        if failure is not None:
+            # Outside the handler: the halves' errors must not chain onto this one.
+            return await self._split(attempt, table, window, failure)
         if written is None:
             return []
         attempt.written.append(written)
         await self._hold_lease(attempt)
         return [written]
+
+    async def _split(
+        self, attempt: _Attempt, table: ExportTable, window: ExportWindow, exc: Exception
+    ) -> list[ExportedFile]:
+        project_id = attempt.integration.project_id
+        reason = attempt.failure(exc) or one_line_reason(exc)[:500]
+        # A blocked destination stays blocked, whatever the window's size.
+        if window.duration <= self._config.min_window or attempt.blocked:
+            self._log.error(
+                "blob_export_table_failed",
+                table=table.name,
+                projectId=project_id,
+                windowMs=window.end_ms - window.start_ms,
+                error=reason,
+            )
+            raise exc
+        kind = classify_error(reason).value
+        first, second = window.halves()
+        self._log.warning(
+            "blob_export_error_splitting",
+            table=table.name,
+            projectId=project_id,
+            errorType=kind,
+            errorMessage=reason,
+            originalWindowMs=window.end_ms - window.start_ms,
+            splitWindowMs=first.end_ms - first.start_ms,
+            minTimestamp=iso_ms(window.start),
+            maxTimestamp=iso_ms(window.end),
+        )
+        self._metrics.blob_export_splits.labels(table.name, kind).inc()
+        attempt.splits += 1
+        return await self._export_table(attempt, table, first) + await self._export_table(attempt, table, second)
 
     async def _hold_lease(self, attempt: _Attempt) -> None:
         if not await asyncio.to_thread(
@@ -399,21 +479,24 @@ class ExportJob:
             content_type="application/json",
         )
 
-    async def _failed(self, project_id: str, exc: BaseException, started: float) -> None:
+    async def _failed(
+        self, project_id: str, exc: BaseException, started: float, destination: str | None = None
+    ) -> None:
+        """Log and record a failed job. `destination`: the fixed phrase when the destination failed
+        (then nothing of the original error is used: it may quote the destination's answer)."""
         duration_ms = int((time.perf_counter() - started) * 1000)
-        reason = one_line_reason(exc)
+        if destination is not None:
+            reason, recorded, kind = destination, f"{DestinationError.__name__}: {destination}", "unknown"
+        else:
+            reason = one_line_reason(exc)
+            recorded, kind = f"{type(exc).__name__}: {reason}", classify_error(str(exc)).value
         self._log.error(
             "blob_export_failed",
             projectId=project_id,
             durationMs=duration_ms,
-            errorType=classify_error(str(exc)).value,
+            errorType=kind,
             error=reason[:500],
         )
         await asyncio.to_thread(
-            state.record_failure,
-            self._metadata,
-            project_id,
-            f"{type(exc).__name__}: {reason}",
-            datetime.now(UTC),
-            duration_ms,
+            state.record_failure, self._metadata, project_id, recorded, datetime.now(UTC), duration_ms
         )
