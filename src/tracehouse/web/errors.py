@@ -3,6 +3,9 @@
 FastAPI answers a parameter it cannot parse with 422 and its own body; Langfuse answers 400. The
 handlers here turn every validation failure into a 400 `ErrorBody` naming the parameter, and the
 OpenAPI document lists that 400 instead of FastAPI's 422.
+
+A client that disconnects before its request body is complete is not an error of ours: it is
+logged at info (`client_disconnected`) and answered with nothing (uvicorn drops the answer).
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from tracehouse.api_common import ApiError, ErrorBody
 from tracehouse.clickhouse import ClickHouseError, ClickHouseErrorKind
+from tracehouse.logging import get_logger
 
 
 def clickhouse_error_body(exc: ClickHouseError) -> tuple[int, dict[str, str]]:
@@ -51,6 +56,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(_validation_body(exc), status_code=400)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _exc: ClientDisconnect) -> Response:
+        # Covers tracehouse.request_body.ClientDisconnected (a subclass) and starlette's own.
+        get_logger("tracehouse.http").info("client_disconnected", method=request.method, path=request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(ClickHouseError)
     async def _engine(_request: Request, exc: ClickHouseError) -> JSONResponse:
