@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -222,24 +222,25 @@ def bucket(s3_client: Any) -> str:
 
 
 @contextmanager
-def server_thread(base: Any, prefix: str, **settings_changes: Any) -> Iterator[str]:
+def server_thread(
+    base: Any, prefix: str, *, on_app: Callable[[Any], None] | None = None, **settings_changes: Any
+) -> Iterator[str]:
     """A real `tracehouse` web server on a loopback port, on its own event loop in a thread.
 
     It shares the base services' ClickHouse, metadata and blob store (loop-independent) and opens its
     own Redis client and producer on its loop, so blocking clients (schemathesis, requests) can call it
-    from the test's thread. Yields the base URL.
+    from the test's thread. `settings_changes` apply to the app and the server (limits, timeouts);
+    `on_app` sees the app before it serves (to add a route or keep a handle). Yields the base URL.
     """
     import asyncio
     import dataclasses
     import threading
 
-    import uvicorn
-
-    from tracehouse.cli import _quiet_server_class
     from tracehouse.metrics import Metrics
     from tracehouse.queues import redis_client
     from tracehouse.runtime import queue_producer
     from tracehouse.web.app import create_app
+    from tracehouse.web.server import build_server
 
     port = free_port()
     started = threading.Event()
@@ -250,8 +251,10 @@ def server_thread(base: Any, prefix: str, **settings_changes: Any) -> Iterator[s
         redis = redis_client(base.redis_url)
         producer = queue_producer(base.redis_url, settings)
         services = dataclasses.replace(base, settings=settings, redis=redis, producer=producer, metrics=Metrics())
-        config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning")
-        server = _quiet_server_class()(config)
+        app = create_app(services)
+        if on_app is not None:
+            on_app(app)
+        server = build_server(app, settings, host="127.0.0.1", port=port)
         holder["server"] = server
         task = asyncio.create_task(server.serve())
         try:

@@ -42,7 +42,7 @@ def sdk_dir(name: str) -> Path:
 
 @pytest.fixture(scope="module")
 async def live(settings):
-    from tracehouse.cli import _quiet_server_class
+    from tracehouse.web.server import build_server
 
     prefix = f"thtest-sdk-{os.getpid()}"
     services = await open_services(settings.model_copy(update={"redis_key_prefix": prefix}))
@@ -58,14 +58,8 @@ async def live(settings):
         finally:
             await runner.shutdown(10)
 
-    import uvicorn
-
     port = free_port()
-    server = _quiet_server_class()(
-        uvicorn.Config(
-            create_app(services, background=workers), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-        )
-    )
+    server = build_server(create_app(services, background=workers), services.settings, host="127.0.0.1", port=port)
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)

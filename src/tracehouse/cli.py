@@ -6,8 +6,8 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -150,9 +150,8 @@ def worker(
 
 
 async def _serve(settings: Settings, *, role: WorkerRole, with_workers: bool, banner: bool) -> None:
-    import uvicorn
-
     from tracehouse.web.app import create_app
+    from tracehouse.web.server import build_server
 
     services = await open_services(settings)
     try:
@@ -170,16 +169,7 @@ async def _serve(settings: Settings, *, role: WorkerRole, with_workers: bool, ba
                     await runner.shutdown(settings.shutdown_timeout_s)
 
         api = create_app(services, background=workers, expected_queues=consumed_queues(services, WorkerRole.ALL))
-        config = uvicorn.Config(
-            api,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            lifespan="on",
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-        server = _quiet_server_class()(config)
+        server = build_server(api, settings, host=settings.host, port=settings.port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.handle_exit, sig, None)
@@ -188,21 +178,6 @@ async def _serve(settings: Settings, *, role: WorkerRole, with_workers: bool, ba
         await server.serve()
     finally:
         await services.close()
-
-
-def _quiet_server_class() -> Any:
-    import uvicorn
-
-    class QuietServer(uvicorn.Server):
-        """uvicorn re-raises the stop signal after shutting down, which would kill the process
-        before our own cleanup (closing chDB, stopping the embedded Redis) runs. We handle
-        SIGTERM/SIGINT on the loop ourselves instead."""
-
-        @contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    return QuietServer
 
 
 async def _print_banner(server: Any, settings: Settings, lines: list[str]) -> None:
@@ -246,17 +221,16 @@ async def _start_health_server(services: Services, runner: Any) -> Any:
     settings = services.settings
     if not settings.worker_port:
         return None
-    import uvicorn
+    from tracehouse.web.server import build_server
 
-    config = uvicorn.Config(
+    server = build_server(
         worker_health_app(services, runner),
+        settings,
         host=settings.host,
         port=settings.worker_port,
-        log_level="warning",
         lifespan="off",
-        access_log=False,
+        timeout_graceful_shutdown=None,
     )
-    server = _quiet_server_class()(config)
     asyncio.ensure_future(server.serve())
     get_logger("tracehouse.worker").info(
         "worker_health_listening", url=f"http://{settings.host}:{settings.worker_port}/api/health"
