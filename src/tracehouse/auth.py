@@ -3,21 +3,37 @@
 Verified keys are cached briefly in memory so a busy ingestion endpoint costs one database lookup
 per key per minute, not one per request. A revoked key stops working within the cache TTL.
 Every comparison of a presented secret is constant-time.
+
+The cache holds a keyed digest of each (public key, secret key) pair, never the secret, in an LRU
+bounded in bytes (`TRACEHOUSE_AUTH_CACHE_MAX_BYTES`), so a flood of made-up keys costs a bounded
+amount of memory. Headers and keys that no key could match (too long, wrong prefix, not base64,
+not ASCII) are answered 401 without a database lookup or a cache entry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
+import hashlib
 import hmac
+import secrets
+import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from tracehouse.api_common import AuthError, Forbidden
-from tracehouse.metadata import MetadataDB, verify_api_key
+from tracehouse.metadata import PUBLIC_KEY_PREFIX, SECRET_KEY_PREFIX, MetadataDB, verify_api_key
+
+# Langfuse keys are "pk-lf-"/"sk-lf-" plus a uuid (42 characters); 256 leaves room for chosen ones.
+MAX_KEY_CHARS = 256
+# "Basic " + base64 of two such keys and a colon, with room to spare.
+MAX_AUTHORIZATION_CHARS = 1024
+# What one cache entry costs beyond the sizes of its objects: its slot in the dict's tables and
+# its node in the LRU order (about 100 bytes each in CPython 3.11), rounded up.
+_ENTRY_OVERHEAD_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -43,36 +59,89 @@ class Access:
 
 
 class KeyVerifier:
-    def __init__(self, metadata: MetadataDB, *, salt: str, ttl_s: float = 60.0) -> None:
+    """Key pair -> project id (None: no such valid key), cached for `ttl_s` in at most `max_bytes`."""
+
+    def __init__(self, metadata: MetadataDB, *, salt: str, ttl_s: float = 60.0, max_bytes: int = 4_000_000) -> None:
         self._metadata = metadata
         self._salt = salt
         self._ttl_s = ttl_s
-        self._cache: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self.max_bytes = max_bytes
+        self.bytes_used = 0
+        # Keyed per process, so digests say nothing outside it and cannot be precomputed.
+        self._digest_key = secrets.token_bytes(32)
+        self._cache: OrderedDict[bytes, tuple[float, str | None, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
     async def verify(self, public_key: str, secret_key: str) -> str | None:
+        if not _plausible(public_key, secret_key):
+            return None  # no key could match: no lookup, nothing cached
+        digest = self._digest(public_key, secret_key)
         now = time.monotonic()
-        hit = self._cache.get((public_key, secret_key))
-        if hit and hit[0] > now:
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            self._cache.move_to_end(digest)
             return hit[1]
         project_id = await asyncio.to_thread(verify_api_key, self._metadata, public_key, secret_key, salt=self._salt)
-        if len(self._cache) > 10_000:  # bound memory under a flood of bad keys
-            self._cache.clear()
-        self._cache[(public_key, secret_key)] = (now + self._ttl_s, project_id)
+        self._store(digest, time.monotonic() + self._ttl_s, project_id)
         return project_id
 
     def forget(self) -> None:
         self._cache.clear()
+        self.bytes_used = 0
+
+    def _digest(self, public_key: str, secret_key: str) -> bytes:
+        public = public_key.encode("utf-8", "surrogateescape")
+        secret = secret_key.encode("utf-8", "surrogateescape")
+        # Length-prefixed, so no two different pairs give the same input.
+        message = len(public).to_bytes(4, "big") + public + secret
+        return hashlib.blake2b(message, key=self._digest_key, digest_size=32).digest()
+
+    def _store(self, digest: bytes, expires: float, project_id: str | None) -> None:
+        old = self._cache.pop(digest, None)
+        if old is not None:
+            self.bytes_used -= old[2]
+        cost = (
+            sys.getsizeof(digest)
+            + sys.getsizeof((expires, project_id, 0))
+            + sys.getsizeof(expires)
+            + (sys.getsizeof(project_id) if project_id is not None else 0)
+            + _ENTRY_OVERHEAD_BYTES
+        )
+        if cost > self.max_bytes:
+            return
+        while self._cache and self.bytes_used + cost > self.max_bytes:
+            _, evicted = self._cache.popitem(last=False)
+            self.bytes_used -= evicted[2]
+        self._cache[digest] = (expires, project_id, cost)
+        self.bytes_used += cost
+
+
+def _plausible(public_key: str, secret_key: str) -> bool:
+    """Could this pair be a key at all? Every key tracehouse stores has these prefixes (enforced when
+    it is created) and is far shorter than MAX_KEY_CHARS."""
+    return (
+        len(public_key) <= MAX_KEY_CHARS
+        and len(secret_key) <= MAX_KEY_CHARS
+        and public_key.startswith(PUBLIC_KEY_PREFIX)
+        and secret_key.startswith(SECRET_KEY_PREFIX)
+    )
 
 
 def parse_basic(header: str | None) -> tuple[str, str]:
     if not header:
         raise AuthError("No authorization header")
+    if len(header) > MAX_AUTHORIZATION_CHARS:
+        raise AuthError(f"Invalid authorization header: longer than {MAX_AUTHORIZATION_CHARS} characters")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
         raise AuthError("Invalid authorization header: expected Basic auth with public and secret key")
     try:
+        # Non-ASCII (header bytes arrive as latin-1 text) is a ValueError, bad base64 binascii.Error
+        # (a ValueError too), bad UTF-8 UnicodeDecodeError (also one).
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
         raise AuthError("Invalid authorization header: not valid base64") from None
     public_key, sep, secret_key = decoded.partition(":")
     if not sep or not public_key or not secret_key:

@@ -51,7 +51,9 @@ def create_app(
     )
     app.state.services = services
     app.state.shutting_down = False
-    app.state.key_verifier = KeyVerifier(services.metadata, salt=services.settings.salt)
+    app.state.key_verifier = KeyVerifier(
+        services.metadata, salt=services.settings.salt, max_bytes=services.settings.auth_cache_max_bytes
+    )
     # Queues that some worker should be consuming (stuck detection only applies to these).
     app.state.expected_queues = expected_queues if expected_queues is not None else []
 
