@@ -33,6 +33,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 INFLATE_STEP_BYTES = 256 * 1024
 # Decompression runs here, not in the default executor, so a burst of bombs queues behind itself
 # instead of taking the threads that database and ClickHouse calls (and key lookups) run in.
+INFLATE_PIECE_BYTES = 1024 * 1024  # decompressed bytes per zlib call
 _INFLATE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tracehouse-inflate")
 
 
@@ -161,9 +162,11 @@ class _Inflater:
 
     def feed(self, data: bytes) -> None:
         try:
-            while data:
-                # Never more output than one byte past the limit: a bomb stops here, whatever it holds.
-                out = self._stream.decompress(data, self._limit - self._size + 1)
+            while True:
+                # Output in pieces, never past one byte over the limit: a bomb stops here, whatever
+                # it holds, having cost the limit in memory (not twice that in one buffer).
+                piece = min(self._limit - self._size + 1, INFLATE_PIECE_BYTES)
+                out = self._stream.decompress(data, piece)
                 self._size += len(out)
                 if self._size > self._limit:
                     self._out.clear()
@@ -172,10 +175,13 @@ class _Inflater:
                     self._out.append(out)
                 if self._stream.eof:  # a member ended; what follows must be another member
                     data = self._stream.unused_data
-                    if data:
-                        self._stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-                else:
-                    data = self._stream.unconsumed_tail
+                    if not data:
+                        return
+                    self._stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                    continue
+                data = self._stream.unconsumed_tail
+                if not data and len(out) < piece:
+                    return  # input used up and no output held back
         except zlib.error as exc:
             raise BadRequest(f"body is not valid gzip: {exc}") from None
 
