@@ -85,7 +85,7 @@ class Cursor:
             data = json.loads(base64.urlsafe_b64decode(text.encode()))
             moment = datetime.fromisoformat(str(data["t"]))
             row_id = str(data["id"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
         # Checked here, so a forged time answers 400 instead of failing inside ClickHouse.
         if not 1900 <= moment.year <= 2299:
