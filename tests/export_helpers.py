@@ -83,7 +83,9 @@ def make_integration(metadata: Any, project_id: str, **fields: Any) -> dict[str,
         "exportMode": "FULL_HISTORY",
         **fields,
     }
-    return upsert_integration(metadata, BOX, IntegrationRequest.model_validate(body)).model_dump(by_alias=True)
+    # Saved as an operator would (CLI or admin key): moto on 127.0.0.1 is an allowlisted internal store.
+    request = IntegrationRequest.model_validate(body)
+    return upsert_integration(metadata, BOX, request, internal_allowed=True).model_dump(by_alias=True)
 
 
 def config(data_dir: Any, **changes: Any) -> ExportConfig:

@@ -43,6 +43,7 @@ from tracehouse.export.integrations import (
     delete_integration,
     list_integrations,
     progress_view,
+    upsert_integration,
 )
 from tracehouse.metadata import create_api_key, create_project
 from tracehouse.web.app import create_app
@@ -367,7 +368,7 @@ async def test_proxy_checks_every_address_at_connect_time_and_never_resolves_aga
             assert got.startswith(b"HTTP/1.1 403 ") and listener.connections == 0
         # Allowlisted by name: one resolution, and the connection goes to the address it checked.
         resolve = fake_resolver([LOOPBACK], [PUBLIC])
-        async with EgressProxy(EgressRule("store.internal"), resolve=resolve) as proxy:
+        async with EgressProxy(EgressRule("store.internal"), internal=True, resolve=resolve) as proxy:
             head = await exchange(
                 proxy_port(proxy), f"CONNECT store.internal:{listener.port} HTTP/1.1\r\n\r\n".encode(), until_eof=False
             )
@@ -378,7 +379,7 @@ async def test_proxy_checks_every_address_at_connect_time_and_never_resolves_aga
 
 async def test_proxy_tunnels_connect_and_rewrites_plain_http_requests() -> None:
     upstream_answer = answer("200 OK", b"ok", b"Connection: keep-alive", b"Keep-Alive: timeout=5")
-    async with Listener(upstream_answer) as listener, EgressProxy(EgressRule("127.0.0.1")) as proxy:
+    async with Listener(upstream_answer) as listener, EgressProxy(EgressRule("127.0.0.1"), internal=True) as proxy:
         request = (
             f"GET http://127.0.0.1:{listener.port}/b/k?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{listener.port}\r\n"
             "Proxy-Authorization: Basic c2VjcmV0\r\nConnection: keep-alive\r\n\r\n"
@@ -401,7 +402,7 @@ async def test_proxy_tunnels_connect_and_rewrites_plain_http_requests() -> None:
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with EgressProxy(EgressRule("127.0.0.1")) as proxy:
+        async with EgressProxy(EgressRule("127.0.0.1"), internal=True) as proxy:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
             writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
@@ -415,12 +416,12 @@ async def test_proxy_tunnels_connect_and_rewrites_plain_http_requests() -> None:
 
 
 async def test_proxy_is_bounded_and_closes_everything() -> None:
-    async with EgressProxy(EgressRule("127.0.0.1"), max_header_bytes=1024) as proxy:
+    async with EgressProxy(EgressRule("127.0.0.1"), internal=True, max_header_bytes=1024) as proxy:
         too_big = b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nX: " + b"a" * 4096 + b"\r\n\r\n"
         assert (await exchange(proxy_port(proxy), too_big)).startswith(b"HTTP/1.1 400 ")
         assert (await exchange(proxy_port(proxy), b"GET / HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
         assert (await exchange(proxy_port(proxy), b"GET https://h/ HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
-    async with Listener() as listener, EgressProxy(EgressRule("127.0.0.1"), max_connections=1) as proxy:
+    async with Listener() as listener, EgressProxy(EgressRule("127.0.0.1"), internal=True, max_connections=1) as proxy:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
         writer.write(f"CONNECT 127.0.0.1:{listener.port} HTTP/1.1\r\n\r\n".encode())
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
@@ -524,6 +525,43 @@ async def test_blocked_destination_never_gets_a_connection(services: Any, projec
         assert _last_error(services, project_id) == f"DestinationError: {BLOCKED}"
         if resolution == "rebinding":
             assert len(resolve.calls) >= 2  # the proxy resolved again, and refused
+
+
+@pytest.mark.usefixtures("no_secrets_left_behind")
+@pytest.mark.parametrize("saved_by_admin", [False, True])
+async def test_only_an_endpoint_the_admin_saved_may_reach_an_allowlisted_address(
+    services: Any, project: Any, saved_by_admin: bool
+) -> None:
+    """A project key saves a name that resolves to a public address, then it resolves to an address the
+    operator allowlisted for internal stores: the proxy still refuses it, since the allowlist is the
+    admin's to use. The same endpoint saved by the admin key reaches the listener."""
+    project_id, _ = project
+    async with Listener(answer("200 OK", b"")) as listener:
+        start = _hour_floor(datetime.now(UTC)) - DAY
+        await write_rows(services.clickhouse, "traces", project_id, [{"id": "t1", "event_ts": start + MINUTE}])
+        body = {
+            **s3_body(project_id, f"http://store.example:{listener.port}"),
+            "fileType": "JSONL",
+            "exportMode": "FROM_CUSTOM_DATE",
+            "exportStartDate": start.isoformat(),
+        }
+        upsert_integration(
+            services.metadata, BOX, IntegrationRequest.model_validate(body), internal_allowed=saved_by_admin
+        )
+        export = job(
+            services,
+            Clock(start + HOUR + MINUTE),
+            cfg=config(services.settings.data_dir, allowed_destinations="127.0.0.1"),
+            resolve=fake_resolver([LOOPBACK]),
+        )
+        if saved_by_admin:
+            with pytest.raises(Exception):  # noqa: B017 - the listener is no S3; that it was reached is the point
+                await export.run(project_id, owner="j")
+            assert listener.connections >= 1
+        else:
+            with pytest.raises(DestinationError) as raised:
+                await export.run(project_id, owner="j")
+            assert str(raised.value) == BLOCKED and listener.connections == 0
 
 
 @pytest.mark.usefixtures("no_secrets_left_behind")

@@ -521,7 +521,9 @@ def integrations_set(
 
     _run(check)  # a refused endpoint: one line on stderr, exit 1 (a missing project too, from the upsert)
     view = _with_db(
-        settings, lambda db: upsert_integration(db, SecretBox(settings.encryption_key), request), migrate=True
+        settings,
+        lambda db: upsert_integration(db, SecretBox(settings.encryption_key), request, internal_allowed=True),
+        migrate=True,
     ).model_dump(by_alias=True)
     typer.echo(
         f"export for {view['projectId']}: {view['type']} {view['bucketName']} {view['prefix']} "

@@ -82,7 +82,11 @@ async def put_integration(
         rule = EgressRule(settings.export_allowed_destinations)
         await check_destination(integration, rule, admin=access.is_admin)
         return await asyncio.to_thread(
-            upsert_integration, services.metadata, SecretBox(settings.encryption_key), integration
+            upsert_integration,
+            services.metadata,
+            SecretBox(settings.encryption_key),
+            integration,
+            internal_allowed=access.is_admin,
         )
     except DestinationRefused as exc:
         raise BadParameter(exc.parameter, exc.message) from None

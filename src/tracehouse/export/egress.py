@@ -272,8 +272,10 @@ class EgressProxy:
         idle_timeout_s: float = 120.0,
         max_connections: int = 64,
         max_header_bytes: int = 32 * 1024,
+        internal: bool = False,
     ) -> None:
         self._rule = rule
+        self._internal = internal  # may the allowlist be used (only for an endpoint the admin saved)
         self._resolve = resolve
         self._connect_timeout_s = connect_timeout_s
         self._idle_timeout_s = idle_timeout_s
@@ -377,7 +379,7 @@ class EgressProxy:
     async def _open(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Resolve once, check every address, connect to a checked address (never re-resolving)."""
         addresses = [] if self._rule.refuses_name(host) else await self._resolve(host, port)
-        if not self._rule.permits(host, port, addresses):
+        if not self._rule.permits(host, port, addresses, internal=self._internal):
             self.blocked += 1
             self._log.warning("blob_export_egress_blocked", host=host, port=port)
             raise _Refused(403)

@@ -54,6 +54,7 @@ class Integration:
     last_sync_at: datetime | None
     next_sync_at: datetime | None
     pending_window: ExportWindow | None = None
+    internal_endpoint_allowed: bool = False  # saved by the admin key or the CLI (see egress.py)
 
     @property
     def frequency(self) -> timedelta:
@@ -225,18 +226,25 @@ async def check_destination(
     )
 
 
-def upsert_integration(metadata: MetadataDB, box: SecretBox, request: IntegrationRequest) -> IntegrationResponse:
-    """Create or replace the project's integration; ProjectNotFound when there is no such project."""
+def upsert_integration(
+    metadata: MetadataDB, box: SecretBox, request: IntegrationRequest, *, internal_allowed: bool = False
+) -> IntegrationResponse:
+    """Create or replace the project's integration; ProjectNotFound when there is no such project.
+
+    `internal_allowed`: the caller (the admin key, the CLI) may aim the endpoint at an internal address
+    the allowlist covers; it is stored, so the egress proxy applies the same rule at every connection."""
     secret = box.encrypt(request.secret_access_key) if request.secret_access_key else None
     try:
-        return _upsert(metadata, secret, request)
+        return _upsert(metadata, secret, request, internal_allowed)
     except IntegrityError:
         # The project was deleted meanwhile. The database error's text holds the statement's
         # parameters (access key id, encrypted secret): it must not travel on.
         raise ProjectNotFound(request.project_id) from None
 
 
-def _upsert(metadata: MetadataDB, secret: str | None, request: IntegrationRequest) -> IntegrationResponse:
+def _upsert(
+    metadata: MetadataDB, secret: str | None, request: IntegrationRequest, internal_allowed: bool
+) -> IntegrationResponse:
     now = datetime.now(UTC)
     with metadata.session() as session:
         if session.get(Project, request.project_id) is None:
@@ -274,6 +282,7 @@ def _upsert(metadata: MetadataDB, secret: str | None, request: IntegrationReques
             "compressed",
         ):
             setattr(row, name, getattr(request, name))
+        row.internal_endpoint_allowed = internal_allowed
         row.secret_access_key = secret
         row.updated_at = now
         session.flush()

@@ -290,7 +290,7 @@ class ExportJob:
         """A proxy for this attempt's network destination (a folder, or a test's store: none)."""
         if self._store_for is not None or integration.type == "LOCAL":
             return None
-        return EgressProxy(self._rule, resolve=self._resolve)
+        return EgressProxy(self._rule, resolve=self._resolve, internal=integration.internal_endpoint_allowed)
 
     def _open_store(self, integration: Integration, egress: EgressProxy | None) -> BlobStore:
         if self._store_for is not None:
@@ -308,7 +308,7 @@ class ExportJob:
             integration.bucket_name,
             integration.force_path_style,
             self._rule,
-            internal=True,
+            internal=integration.internal_endpoint_allowed,
             resolve=self._resolve,
         )
         if refused is not None:

@@ -46,6 +46,7 @@ def load_integration(metadata: MetadataDB, box: SecretBox, project_id: str) -> I
             compressed=row.compressed,
             last_sync_at=row.last_sync_at,
             next_sync_at=row.next_sync_at,
+            internal_endpoint_allowed=bool(row.internal_endpoint_allowed),
             pending_window=(
                 ExportWindow(row.pending_window_start, row.pending_window_end)
                 if row.pending_window_start and row.pending_window_end

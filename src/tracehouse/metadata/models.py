@@ -200,3 +200,8 @@ class BlobStorageIntegration(Base):
     last_job_duration_ms: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
     last_job_rows: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
     last_job_files: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    # Saved by the admin key or the CLI: the endpoint may reach an internal address the operator
+    # allowlisted. A project key's endpoint is held to public internet addresses at every connection.
+    internal_endpoint_allowed: Mapped[bool] = mapped_column(
+        sa.Boolean, nullable=False, default=False, server_default=sa.false()
+    )
