@@ -604,6 +604,7 @@ def export_verify(
     from tracehouse.clickhouse import ClickHouse
     from tracehouse.export.crypto import SecretBox
     from tracehouse.export.destination import destination_store
+    from tracehouse.export.egress import EgressProxy, EgressRule
     from tracehouse.export.state import load_integration
     from tracehouse.export.verify import verify_export
 
@@ -614,15 +615,19 @@ def export_verify(
         raise typer.Exit(1)
 
     async def go() -> Any:
+        # The destination is read through the egress proxy, under the same rule the export job uses.
+        rule = EgressRule(settings.export_allowed_destinations)
         clickhouse = await asyncio.to_thread(ClickHouse.from_settings, settings)
         try:
-            return await verify_export(
-                clickhouse,
-                destination_store(integration, settings.data_dir),
-                project,
-                start=from_.replace(tzinfo=UTC) if from_ else None,
-                end=to.replace(tzinfo=UTC) if to else None,
-            )
+            async with EgressProxy(rule, internal=integration.internal_endpoint_allowed) as egress:
+                proxy_url = None if integration.type == "LOCAL" else egress.url
+                return await verify_export(
+                    clickhouse,
+                    destination_store(integration, settings.data_dir, proxy_url=proxy_url),
+                    project,
+                    start=from_.replace(tzinfo=UTC) if from_ else None,
+                    end=to.replace(tzinfo=UTC) if to else None,
+                )
         finally:
             clickhouse.close()
 
