@@ -105,3 +105,31 @@ async def test_openapi_document_is_served(services):
         response = await client.get("/api/public/openapi.json")
     assert response.status_code == 200
     assert "/api/public/health" in response.json()["paths"]
+
+
+async def test_the_key_cache_is_an_lru_bounded_in_bytes(services):
+    from tracehouse.api_common import AuthError
+    from tracehouse.auth import KeyVerifier, parse_basic
+
+    project = create_project(services.metadata, "lru-test")
+    key = create_api_key(services.metadata, project.id, salt=services.settings.salt)
+    verifier = KeyVerifier(services.metadata, salt=services.settings.salt, max_bytes=5_000)
+    assert await verifier.verify(key.public_key, key.secret_key) == project.id
+    for i in range(100):
+        assert await verifier.verify(f"pk-lf-{i}", f"sk-lf-{i}") is None
+        assert await verifier.verify(key.public_key, key.secret_key) == project.id  # recently used: kept
+    assert 0 < verifier.bytes_used <= 5_000 and len(verifier) < 100
+    # Still cached: a revoked key answers until the entry goes (ttl or forget()).
+    assert revoke_api_key(services.metadata, key.public_key)
+    assert await verifier.verify(key.public_key, key.secret_key) == project.id
+    verifier.forget()
+    assert await verifier.verify(key.public_key, key.secret_key) is None
+    assert len(verifier) == 1  # the revoked pair, cached as invalid
+
+    # Pairs no key could match are neither looked up nor cached.
+    for public, secret in (("pk-lf-" + "x" * 300, "sk-lf-y"), ("key", "sk-lf-y"), ("pk-lf-x", "secret")):
+        assert await verifier.verify(public, secret) is None
+    assert len(verifier) == 1
+    for header in ("Basic \xff\xfe", "Basic " + "QUJD" * 300, "Basic 6Trp"):
+        with pytest.raises(AuthError):
+            parse_basic(header)
