@@ -204,7 +204,7 @@ otel_requests = st.one_of(
 def test_otel_json_maps_or_rejects_cleanly(request):
     body = json.dumps(request).encode()
     try:
-        mapped = map_request(body, "application/json", None)
+        mapped = map_request(body, "application/json")
     except OtelRejected as exc:
         assert str(exc)
         return
@@ -241,7 +241,7 @@ VALID_PROTOBUF = _valid_protobuf()
 )
 def test_otel_protobuf_maps_or_rejects_cleanly(data):
     try:
-        mapped = map_request(data, "application/x-protobuf", None)
+        mapped = map_request(data, "application/x-protobuf")
     except OtelRejected as exc:
         assert str(exc)
         return

@@ -4,10 +4,8 @@ Body size, time and gzip limits (`tracehouse.request_body.read_body`), header an
 the connection cap per client (`tracehouse.web.server`), the auth cache's byte bound, Authorization
 headers no key could match, quiet client disconnects, and keep-alive after an error answer.
 
-Body tests run against two routes: a probe route added for the test that calls `read_body` exactly
-as the ingestion routes are meant to (passes now), and the real endpoint, marked `ENDPOINT` (an
-expected failure until ingestion/api.py reads its bodies with `read_body`; strict, so it turns red
-the moment the wiring lands and the mark must go).
+Body tests run against two routes: a probe route added for the test that calls `read_body` the way
+the ingestion routes do, and the real endpoint.
 """
 
 from __future__ import annotations
@@ -46,10 +44,9 @@ LIMITS: dict[str, Any] = {
     "http_body_timeout_s": 2.0,
     "http_max_connections_per_client": 0,
 }
-ENDPOINT = pytest.mark.xfail(strict=True, reason="until ingestion/api.py reads bodies with read_body")
 INGESTION = {"probe": "/test/ingestion-body", "endpoint": "/api/public/ingestion"}
 OTEL = {"probe": "/test/otel-body", "endpoint": "/api/public/otel/v1/traces"}
-TARGETS = ["probe", pytest.param("endpoint", marks=ENDPOINT)]
+TARGETS = ["probe", "endpoint"]
 
 
 @dataclass

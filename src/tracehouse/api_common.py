@@ -98,11 +98,15 @@ class Unavailable(ApiError):
         return {"message": self.message, "error": self.reason}
 
 
+# Bodies FastAPI parses itself (small JSON documents, not event batches) stop here, read or not.
+MAX_JSON_BODY_BYTES = 1_000_000
+
 _DESCRIPTIONS = {
     400: "Invalid request: the message (and `parameter`) name what is wrong",
     401: "Missing or invalid credentials",
     403: "The key may not act on this resource",
     404: "No such resource in this project",
+    408: "The request body did not arrive within the body timeout",
     413: "Request body too large",
     503: "A dependency is unavailable or the query exceeded its memory limit; nothing was changed",
     504: "The query exceeded the interactive timeout",

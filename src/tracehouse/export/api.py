@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from tracehouse.api_common import ApiError, BadParameter, NotFound, error_responses, get_services
+from tracehouse.api_common import MAX_JSON_BODY_BYTES, ApiError, BadParameter, NotFound, error_responses, get_services
 from tracehouse.auth import Access, require_admin_or_project
 from tracehouse.errors import ConfigError
 from tracehouse.export.crypto import SecretBox
@@ -64,7 +64,12 @@ async def get_integrations(
 @router.put(
     "/api/public/integrations/blob-storage",
     response_model=IntegrationResponse,
-    responses={**_ERRORS, 422: {"model": dict[str, Any], "description": "ENCRYPTION_KEY is not configured"}},
+    responses={
+        **_ERRORS,
+        **error_responses(413),
+        422: {"model": dict[str, Any], "description": "ENCRYPTION_KEY is not configured"},
+    },
+    max_body_size=MAX_JSON_BODY_BYTES,
 )
 async def put_integration(
     integration: IntegrationRequest,

@@ -12,11 +12,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from tracehouse.api_common import BadParameter, BadRequest, PayloadTooLarge, Unavailable, error_responses, get_services
+from tracehouse.api_common import BadParameter, BadRequest, Unavailable, error_responses, get_services
 from tracehouse.auth import ProjectAuth, require_project
 from tracehouse.errors import one_line_reason
 from tracehouse.ingestion.models import (
-    MAX_BATCH_BYTES,
     IngestionRequest,
     IngestionResponse,
     OtelExportResponse,
@@ -29,7 +28,9 @@ from tracehouse.ingestion.models import (
 from tracehouse.ingestion.otel import OtelRejected, map_request
 from tracehouse.ingestion.service import BatchResult, accept_batch
 from tracehouse.logging import get_logger
+from tracehouse.request_body import read_body
 from tracehouse.runtime import Services
+from tracehouse.settings import Settings
 
 router = APIRouter(tags=["ingestion"])
 
@@ -47,13 +48,10 @@ def _ingestion_meta(request: Request, auth: ProjectAuth) -> dict[str, str]:
     }
 
 
-async def _read_json(request: Request) -> Any:
-    """The parsed body; 413 when too large, 400 when not JSON."""
-    body = await request.body()
-    if len(body) > MAX_BATCH_BYTES:
-        raise PayloadTooLarge(
-            f"request body is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} (4.5 MB). Send smaller batches."
-        )
+async def _read_json(request: Request, settings: Settings) -> Any:
+    """The parsed body; 413 when too large (before reading it when Content-Length says so), 408 when
+    it does not arrive in time, 400 when not JSON."""
+    body = await read_body(request, limit=settings.ingestion_max_body_bytes, timeout_s=settings.http_body_timeout_s)
     try:
         return orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -81,7 +79,7 @@ async def _accept(request: Request, auth: ProjectAuth, services: Services, event
     "/api/public/ingestion",
     status_code=207,
     response_model=IngestionResponse,
-    responses=error_responses(400, 401, 413, 503),
+    responses=error_responses(400, 401, 408, 413, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -94,7 +92,7 @@ async def ingestion(
 ) -> JSONResponse:
     """Batch ingestion: each event succeeds or fails on its own (HTTP 207)."""
     try:
-        payload = IngestionRequest.model_validate(await _read_json(request))
+        payload = IngestionRequest.model_validate(await _read_json(request, services.settings))
     except ValidationError:
         raise BadParameter("batch", "expected an array of events") from None
     result = await _accept(request, auth, services, payload.batch)
@@ -107,7 +105,7 @@ async def ingestion(
     response_model=OtelExportResponse,
     response_model_exclude_none=True,
     response_model_by_alias=True,
-    responses=error_responses(400, 401, 413, 503),
+    responses=error_responses(400, 401, 408, 413, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -129,9 +127,14 @@ async def otel_traces(
         raise BadParameter("x-langfuse-ingestion-version", f"unsupported version {version!r}")
     try:
         # Protobuf parsing and span mapping are CPU work (5 s for 30,000 spans): off the event loop.
-        mapped = await asyncio.to_thread(
-            map_request, await request.body(), content_type, request.headers.get("content-encoding")
+        body = await read_body(
+            request,
+            limit=services.settings.otel_max_body_bytes,
+            timeout_s=services.settings.http_body_timeout_s,
+            decompress_limit=services.settings.max_decompressed_bytes,
+            detect_gzip=True,
         )
+        mapped = await asyncio.to_thread(map_request, body, content_type)  # read_body inflated it
     except OtelRejected as exc:
         raise BadRequest(str(exc)) from None
     if mapped.spans and len(mapped.rejected) == mapped.spans:
@@ -159,7 +162,7 @@ def _score_event(body: Any) -> Any:
     responses={
         202: {"model": ScoreBatchAccepted, "description": "Every score of the array was accepted"},
         207: {"model": ScoreBatchResults, "description": "Some scores of the array were rejected"},
-        **error_responses(400, 401, 413, 503),
+        **error_responses(400, 401, 408, 413, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -173,7 +176,7 @@ async def create_scores(
     request: Request, auth: ProjectAuth = Depends(require_project), services: Services = Depends(get_services)
 ) -> JSONResponse:
     """One score object (answers `{id}`) or a JSON array of them (202, or 207 when some are rejected)."""
-    payload = await _read_json(request)
+    payload = await _read_json(request, services.settings)
     single = not isinstance(payload, list)
     events = [_score_event(item) for item in ([payload] if single else payload)]
     result = await _accept(request, auth, services, events)

@@ -30,7 +30,6 @@ from tracehouse.clickhouse import catalog
 from tracehouse.enums import ObservationLevel, ObservationType, ScoreDataType, ScoreSource
 
 MAX_EVENT_BYTES = 1_000_000  # one event (Langfuse's batch limit is 4.5 MB; an event this large is suspect)
-MAX_BATCH_BYTES = 4_500_000
 ID_MAX = 800
 # Stored with each raw batch: batches validated by older rules are checked again when processed.
 VALIDATION_VERSION = 2

@@ -1,4 +1,4 @@
-"""OTLP/HTTP traces (protobuf or JSON, optionally gzip) mapped to Langfuse ingestion events.
+"""OTLP/HTTP traces (protobuf or JSON; gzip is inflated by the route) mapped to Langfuse ingestion events.
 
 Spans become observation events and, for root spans or spans carrying trace-level attributes,
 trace events, following Langfuse's attribute mapping (`langfuse.*`, `gen_ai.*` and common
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import json
-import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,12 +98,9 @@ _FIRST_NS = 0
 _LAST_NS = int(datetime(2149, 6, 6, 23, 59, 59, tzinfo=UTC).timestamp()) * 1_000_000_000
 
 
-def decode_body(body: bytes, content_type: str, content_encoding: str | None) -> dict[str, Any]:
-    if (content_encoding or "").lower() == "gzip" or body[:2] == b"\x1f\x8b":
-        try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise OtelRejected(f"body is not valid gzip: {exc or 'truncated'}") from None
+def decode_body(body: bytes, content_type: str) -> dict[str, Any]:
+    """Parse an OTLP request body that is already inflated: the route reads it with `read_body`, which
+    inflates gzip within the decompressed limit (inflating here again would reopen gzip-in-gzip bombs)."""
     if "application/x-protobuf" in content_type:
         request = ExportTraceServiceRequest()
         try:
@@ -495,10 +490,10 @@ def spans_to_events(request: dict[str, Any], *, from_protobuf: bool) -> MappedSp
     return mapped
 
 
-def map_request(body: bytes, content_type: str, content_encoding: str | None) -> MappedSpans:
+def map_request(body: bytes, content_type: str) -> MappedSpans:
     """Decode and map a whole OTLP request (blocking; run it in a thread). Any shape we cannot read is
     OtelRejected, never an unexpected exception."""
-    decoded = decode_body(body, content_type, content_encoding)
+    decoded = decode_body(body, content_type)
     try:
         return spans_to_events(decoded, from_protobuf="protobuf" in content_type)
     except RecursionError:

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Query
 
-from tracehouse.api_common import BadParameter, NotFound, error_responses, get_services
+from tracehouse.api_common import MAX_JSON_BODY_BYTES, BadParameter, NotFound, error_responses, get_services
 from tracehouse.auth import ProjectAuth, require_project
 from tracehouse.enums import ObservationLevel, ObservationType, ScoreDataType, ScoreSource, names
 from tracehouse.queries.models import (
@@ -248,7 +248,12 @@ async def delete_trace(
     return DeleteTraceResponse(message="Trace deleted successfully")
 
 
-@router.delete("/api/public/traces", response_model=DeleteTraceResponse, responses=_LIST)
+@router.delete(
+    "/api/public/traces",
+    response_model=DeleteTraceResponse,
+    responses={**_LIST, **error_responses(413)},
+    max_body_size=MAX_JSON_BODY_BYTES,
+)
 async def delete_traces(
     body: DeleteTracesRequest,
     auth: ProjectAuth = Depends(require_project),

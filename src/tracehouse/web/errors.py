@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from tracehouse.api_common import ApiError, ErrorBody
@@ -56,6 +57,20 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(_validation_body(exc), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own answers (no such route, method not allowed, body over a route's limit) in
+        # the same body shape as every other error.
+        names = {404: "LangfuseNotFoundError", 405: "MethodNotAllowed", 413: "PayloadTooLargeError"}
+        body = {"error": names.get(exc.status_code, "HTTPError"), "message": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_request: Request, _exc: RecursionError) -> JSONResponse:
+        # A JSON body nested thousands of levels deep exhausts the parser's recursion: the client's doing.
+        body = {"message": "Invalid request data", "error": "the request body is nested too deeply"}
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, _exc: ClientDisconnect) -> Response:
