@@ -199,7 +199,7 @@ async def _states(queue, ids, wanted):
     return all([await queue.getJobState(i) in wanted for i in ids])
 
 
-async def test_progress_is_visible_in_the_job_record_and_the_api(services, monkeypatch):
+async def test_progress_is_visible_in_the_job_record_and_the_api(services, project, monkeypatch):
     release = asyncio.Event()
 
     async def slow(job, token):
@@ -231,10 +231,18 @@ async def test_progress_is_visible_in_the_job_record_and_the_api(services, monke
             missing = await client.get(
                 f"/api/admin/queues/{queue_name}/jobs/nope", headers={"Authorization": "Bearer admin-secret"}
             )
+            # A project's key sees another project's job exactly as a job that does not exist.
+            _, other_project_headers = project
+            foreign = await client.get(url, headers=other_project_headers)
+            foreign_missing = await client.get(
+                f"/api/admin/queues/{queue_name}/jobs/nope", headers=other_project_headers
+            )
         assert seen.status_code == 200
         assert seen.json()["progress"] == 40 and seen.json()["state"] == "active"
         assert denied.status_code == 401
         assert missing.status_code == 404
+        assert foreign.status_code == 404 and foreign_missing.status_code == 404
+        assert foreign.json()["error"] == foreign_missing.json()["error"] == "LangfuseNotFoundError"
         release.set()
         assert await _wait(lambda: _progress_is(queue, job.id, 100))
     finally:

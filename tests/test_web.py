@@ -133,3 +133,27 @@ async def test_the_key_cache_is_an_lru_bounded_in_bytes(services):
     for header in ("Basic \xff\xfe", "Basic " + "QUJD" * 300, "Basic 6Trp"):
         with pytest.raises(AuthError):
             parse_basic(header)
+
+
+async def test_a_json_body_nested_beyond_the_parser_is_400(services):
+    """A deeply nested integration body used to answer 500 (the parser's recursion gave out)."""
+    app = create_app(services)
+    nested = b'{"projectId":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    async with _client(app) as client:
+        response = await client.put(
+            "/api/public/integrations/blob-storage",
+            headers={"Authorization": "Bearer x", "content-type": "application/json"},
+            content=nested,
+        )
+    assert response.status_code in (400, 401), response.text
+    settings = services.settings.model_copy(update={"admin_api_key": "admin-secret"})
+    admin_app = create_app(dataclasses.replace(services, settings=settings))
+    async with _client(admin_app) as client:
+        deep = await client.put(
+            "/api/public/integrations/blob-storage",
+            headers={"Authorization": "Bearer admin-secret", "content-type": "application/json"},
+            content=b'{"projectId":' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+        )
+        unknown_route = await client.get("/api/public/no-such-thing")
+    assert deep.status_code == 400 and deep.json()["message"] == "Invalid request data", deep.text
+    assert unknown_route.status_code == 404 and unknown_route.json()["error"] == "LangfuseNotFoundError"

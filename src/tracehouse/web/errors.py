@@ -62,8 +62,11 @@ def install(app: FastAPI) -> None:
     async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
         # Starlette's own answers (no such route, method not allowed, body over a route's limit) in
         # the same body shape as every other error.
-        names = {404: "LangfuseNotFoundError", 405: "MethodNotAllowed", 413: "PayloadTooLargeError"}
-        body = {"error": names.get(exc.status_code, "HTTPError"), "message": str(exc.detail)}
+        if exc.status_code in (400, 413):  # Langfuse's "Invalid request data" convention for client data
+            body = {"message": "Invalid request data", "error": str(exc.detail)}
+        else:
+            names = {404: "LangfuseNotFoundError", 405: "MethodNotAllowed"}
+            body = {"error": names.get(exc.status_code, "HTTPError"), "message": str(exc.detail)}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RecursionError)
