@@ -209,13 +209,78 @@ class Settings(BaseSettings):
     def trace_only_projects(self) -> frozenset[str]:
         return frozenset(p.strip() for p in self.export_trace_only_project_ids.split(",") if p.strip())
 
+    # --- batch export (user-requested; Langfuse's names) --------------------------------------
+    # Unset bucket: files go to the local blob store and download through a signed tracehouse route.
+    batch_export_enabled: bool = Field(True, validation_alias=_env("LANGFUSE_S3_BATCH_EXPORT_ENABLED"))
+    batch_export_bucket: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_BATCH_EXPORT_BUCKET"))
+    batch_export_prefix: str = Field("", validation_alias=_env("LANGFUSE_S3_BATCH_EXPORT_PREFIX"))
+    batch_export_region: str = Field("us-east-1", validation_alias=_env("LANGFUSE_S3_BATCH_EXPORT_REGION"))
+    batch_export_endpoint: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_BATCH_EXPORT_ENDPOINT"))
+    # The host signed download links name, when clients reach the bucket by another address.
+    batch_export_external_endpoint: str | None = Field(
+        None, validation_alias=_env("LANGFUSE_S3_BATCH_EXPORT_EXTERNAL_ENDPOINT")
+    )
+    batch_export_access_key_id: str | None = Field(
+        None, validation_alias=_env("LANGFUSE_S3_BATCH_EXPORT_ACCESS_KEY_ID")
+    )
+    batch_export_secret_access_key: str | None = Field(
+        None, validation_alias=_env("LANGFUSE_S3_BATCH_EXPORT_SECRET_ACCESS_KEY")
+    )
+    batch_export_force_path_style: bool = Field(
+        False, validation_alias=_env("LANGFUSE_S3_BATCH_EXPORT_FORCE_PATH_STYLE")
+    )
+    batch_export_link_expiration_hours: float = Field(
+        24, gt=0, validation_alias=_env("BATCH_EXPORT_DOWNLOAD_LINK_EXPIRATION_HOURS")
+    )
+    batch_export_part_size_mib: int = Field(10, ge=5, validation_alias=_env("BATCH_EXPORT_S3_PART_SIZE_MIB"))
+    batch_export_row_limit: int = Field(1_500_000, gt=0, validation_alias=_env("BATCH_EXPORT_ROW_LIMIT"))
+
+    # --- email (batch export notices) --------------------------------------------------------
+    smtp_connection_url: str | None = Field(None, validation_alias=_env("SMTP_CONNECTION_URL"))
+    email_from_address: str | None = Field(None, validation_alias=_env("EMAIL_FROM_ADDRESS"))
+
+    # --- media (Langfuse's names; unset bucket: the local blob store with signed routes) ----------
+    media_bucket: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_MEDIA_UPLOAD_BUCKET"))
+    media_prefix: str = Field("", validation_alias=_env("LANGFUSE_S3_MEDIA_UPLOAD_PREFIX"))
+    media_region: str = Field("us-east-1", validation_alias=_env("LANGFUSE_S3_MEDIA_UPLOAD_REGION"))
+    media_endpoint: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT"))
+    media_access_key_id: str | None = Field(None, validation_alias=_env("LANGFUSE_S3_MEDIA_UPLOAD_ACCESS_KEY_ID"))
+    media_secret_access_key: str | None = Field(
+        None, validation_alias=_env("LANGFUSE_S3_MEDIA_UPLOAD_SECRET_ACCESS_KEY")
+    )
+    media_force_path_style: bool = Field(False, validation_alias=_env("LANGFUSE_S3_MEDIA_UPLOAD_FORCE_PATH_STYLE"))
+    media_max_content_length: int = Field(
+        1_000_000_000, gt=0, validation_alias=_env("LANGFUSE_S3_MEDIA_MAX_CONTENT_LENGTH")
+    )
+    media_download_url_expiry_seconds: int = Field(
+        3600, gt=0, validation_alias=_env("LANGFUSE_S3_MEDIA_DOWNLOAD_URL_EXPIRY_SECONDS")
+    )
+
+    # --- links tracehouse signs itself (local downloads and uploads, email links) ---------------
+    # The base URL clients reach this server by; unset: http://<host>:<port>.
+    public_url: str | None = Field(None, validation_alias=_env("TRACEHOUSE_PUBLIC_URL", "NEXTAUTH_URL"))
+    # HMAC key for signed local routes; unset: a random key kept in <data dir>/url-signing.key.
+    url_signing_secret: str | None = Field(None, validation_alias=_env("TRACEHOUSE_URL_SIGNING_SECRET"))
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
     # --- headless first start (Langfuse's LANGFUSE_INIT_*) -----------------------------------
     init_project_id: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_ID"))
     init_project_name: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_NAME"))
     init_project_public_key: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_PUBLIC_KEY"))
     init_project_secret_key: str | None = Field(None, validation_alias=_env("LANGFUSE_INIT_PROJECT_SECRET_KEY"))
 
-    @field_validator("clickhouse_url", "clickhouse_export_url", "blob_endpoint")
+    @field_validator(
+        "clickhouse_url",
+        "clickhouse_export_url",
+        "blob_endpoint",
+        "batch_export_endpoint",
+        "batch_export_external_endpoint",
+        "media_endpoint",
+        "public_url",
+    )
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
