@@ -111,7 +111,7 @@ def all_stored_values(db: MetadataDB) -> list[Any]:
 
 
 # Every shipped revision, in order; the last one is head.
-REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006"]
+REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"]
 HEAD = REVISIONS[-1]
 
 
