@@ -50,6 +50,8 @@ class Settings(BaseSettings):
 
     # --- ClickHouse ----------------------------------------------------------------------------
     clickhouse_url: str | None = Field(None, validation_alias=_env("CLICKHOUSE_URL"))
+    # Ingestion's own endpoint or user (e.g. http://tracehouse_ingestion:pw@host:8123); unset: CLICKHOUSE_URL.
+    clickhouse_ingestion_url: str | None = Field(None, validation_alias=_env("TRACEHOUSE_CLICKHOUSE_INGESTION_URL"))
     clickhouse_export_url: str | None = Field(None, validation_alias=_env("CLICKHOUSE_EXPORT_URL"))
     clickhouse_user: str = Field("default", validation_alias=_env("CLICKHOUSE_USER"))
     clickhouse_password: str = Field("", validation_alias=_env("CLICKHOUSE_PASSWORD"))
@@ -274,6 +276,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "clickhouse_url",
+        "clickhouse_ingestion_url",
         "clickhouse_export_url",
         "blob_endpoint",
         "batch_export_endpoint",
