@@ -123,7 +123,7 @@ def test_probes_point_at_routes_that_exist():
     from tracehouse.web.health import router as health
     from tracehouse.web.queues_api import router as queues
 
-    web_routes = {route.path for route in [*health.routes, *queues.routes]}  # type: ignore[attr-defined]
+    web_routes = {getattr(route, "path", "") for route in [*health.routes, *queues.routes]}
     assert {"/api/public/health", "/api/ready"} <= web_routes
     worker_routes = {"/api/health", "/api/health/queue", "/api/ready", "/metrics"}  # workers.worker_health_app
     for deployment in (d for d in _kubernetes() if d["kind"] == "Deployment"):
