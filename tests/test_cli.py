@@ -218,3 +218,26 @@ def test_worker_roles_start_beside_web_on_shared_servers(tmp_path, redis_url, me
     finally:
         web.kill()
         worker.kill()
+
+
+def test_doctor_reports_dependencies_queues_and_the_settings_each_class_gets(tmp_path):
+    env = {
+        "TRACEHOUSE_DATA_DIR": str(tmp_path / "d"),
+        "LANGFUSE_WORKER_ROLE": "export",
+        "TRACEHOUSE_CLICKHOUSE_INTERACTIVE_MAX_THREADS": "1",
+    }
+    result = _run(["doctor", "--json"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and set(report["dependencies"].values()) == {"ok"}
+    assert report["role"] == "export"
+    assert set(report["queues"]) == {"blobstorage-integration-queue", "blobstorage-integration-processing-queue"}
+    classes = {c["workload"]: c for c in report["classes"]}
+    assert set(classes) == {"interactive", "ingestion", "export"}
+    assert classes["interactive"]["applied"]["max_threads"] == "1"  # what we set is what the engine applied
+    assert classes["export"]["applied"]["max_memory_usage"] == str(classes["export"]["sent"]["max_memory_usage"])
+    # On the embedded default every class is the same user: the doctor says so.
+    assert any("exports run as the interactive user" in w for w in report["warnings"])
+
+    unreachable = _run(["doctor"], {**env, "REDIS_URL": "redis://127.0.0.1:1"}, tmp_path)
+    assert unreachable.returncode == 1 and unreachable.stderr.startswith("error: cannot reach Redis")

@@ -656,6 +656,39 @@ def export_verify(
         raise typer.Exit(1)
 
 
+@app.command()
+def doctor(json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Check every dependency, show this role's queues, and print the settings ClickHouse applies in
+    each workload class (one probe query each); exit 1 when something is down."""
+    import json as _json
+
+    from tracehouse.doctor import diagnose
+
+    settings = _settings()
+
+    async def go() -> Any:
+        services = await open_services(settings)
+        try:
+            return await diagnose(services, settings.worker_role.value, consumed_queues(services, settings.worker_role))
+        finally:
+            await services.close()
+
+    report = _run(go)
+    if json_:
+        typer.echo(_json.dumps(report.as_json(), indent=2))
+    else:
+        for name, state in report.dependencies.items():
+            typer.echo(f"{name:<12} {state}")
+        typer.echo(f"role         {report.role}: {', '.join(report.queues) or 'no queues'}")
+        for probe in report.classes:
+            applied = ", ".join(f"{k}={v}" for k, v in probe.applied.items())
+            typer.echo(f"{probe.workload:<12} {probe.target} as {probe.user or '-'}: {probe.error or applied}")
+        for warning in report.warnings:
+            typer.echo(f"warning: {warning}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @app.command("usage")
 def usage_cmd(
     project: Annotated[str, typer.Option(help="Project id.")],
