@@ -14,7 +14,8 @@ from tracehouse.settings import load_settings
 SETTINGS_SQL = (
     "SELECT toUInt64(getSetting('max_threads')) AS max_threads, toInt64(getSetting('priority')) AS priority, "
     "toUInt64(getSetting('max_memory_usage')) AS max_memory_usage, "
-    "toFloat64(getSetting('max_execution_time')) AS max_execution_time"
+    "toFloat64(getSetting('max_execution_time')) AS max_execution_time, "
+    "toInt64(getSetting('os_thread_priority')) AS os_thread_priority"
 )
 
 
@@ -22,11 +23,14 @@ async def test_each_workload_class_reaches_the_engine_with_its_settings(clickhou
     seen = {w: (await clickhouse.query(SETTINGS_SQL, workload=w))[0] for w in Workload}
     assert seen[Workload.EXPORT] == {
         "max_threads": 10,
-        "priority": 2,
+        "priority": 5,
         "max_memory_usage": 20_000_000_000,
         "max_execution_time": 600,
+        "os_thread_priority": 19,
     }
-    assert seen[Workload.INTERACTIVE]["priority"] == 0
+    # ClickHouse's priority: 1 is the highest (0 would mean "priorities not used").
+    assert seen[Workload.INTERACTIVE]["priority"] == 1 and seen[Workload.INTERACTIVE]["os_thread_priority"] == 0
+    assert (seen[Workload.INGESTION]["priority"], seen[Workload.INGESTION]["os_thread_priority"]) == (3, 10)
     assert seen[Workload.INTERACTIVE]["max_execution_time"] == 30
     assert seen[Workload.INTERACTIVE]["max_memory_usage"] == 4_000_000_000
     assert seen[Workload.INGESTION]["max_execution_time"] == 60

@@ -14,10 +14,10 @@ def test_defaults_are_embedded_and_bind_loopback(tmp_path):
     assert s.metadata_url.startswith("sqlite:///") and s.metadata_url.endswith("metadata.db")
     assert s.blob_backend is BlobBackend.LOCAL
     assert s.worker_role is WorkerRole.ALL
-    # The fork's export defaults.
+    # The fork's export defaults, but a priority below ingestion's (ClickHouse: larger is lower).
     assert (s.export_max_threads, s.export_priority, s.export_max_memory_usage, s.export_timeout_ms) == (
         10,
-        2,
+        5,
         20_000_000_000,
         600_000,
     )

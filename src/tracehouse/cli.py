@@ -197,8 +197,16 @@ async def _print_banner(server: Any, settings: Settings, lines: list[str]) -> No
     print("\n".join(text), flush=True)
 
 
+def _lower_priority(settings: Settings) -> None:
+    nice = settings.effective_worker_nice
+    if nice:
+        os.nice(nice)  # lowering our own priority needs no privilege
+    get_logger("tracehouse.worker").info("worker_priority", role=settings.worker_role.value, nice=os.nice(0))
+
+
 async def _worker(settings: Settings) -> None:
     services = await open_services(settings)
+    _lower_priority(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

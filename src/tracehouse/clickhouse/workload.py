@@ -23,8 +23,9 @@ class Workload(StrEnum):
 class WorkloadSettings:
     max_memory_usage: int
     max_threads: int  # 0 = the server's default (all cores)
-    priority: int  # lower runs first; 0 = no priority
+    priority: int  # ClickHouse's: 1 is the highest, larger is lower; 0 = priorities not used
     timeout_ms: int
+    os_thread_priority: int = 0  # nice value of the query's threads; 19 yields the CPU the most
     extra: tuple[tuple[str, Any], ...] = ()  # further settings of the class, sent as they are
 
     def query_settings(self) -> dict[str, Any]:
@@ -35,6 +36,8 @@ class WorkloadSettings:
             # ClickHouse counts in seconds; round up so a sub-second budget still means something.
             "max_execution_time": max(1, -(-self.timeout_ms // 1000)),
         }
+        if self.os_thread_priority:
+            settings["os_thread_priority"] = self.os_thread_priority
         if self.max_threads:
             settings["max_threads"] = self.max_threads
         settings.update(self.extra)
@@ -48,18 +51,21 @@ def workload_settings(settings: Settings) -> dict[Workload, WorkloadSettings]:
             settings.interactive_max_threads,
             settings.interactive_priority,
             settings.interactive_timeout_ms,
+            os_thread_priority=settings.interactive_os_thread_priority,
         ),
         Workload.INGESTION: WorkloadSettings(
             settings.ingestion_max_memory_usage,
             settings.ingestion_max_threads,
             settings.ingestion_priority,
             settings.ingestion_timeout_ms,
+            os_thread_priority=settings.ingestion_os_thread_priority,
         ),
         Workload.EXPORT: WorkloadSettings(
             settings.export_max_memory_usage,
             settings.export_max_threads,
             settings.export_priority,
             settings.export_timeout_ms,
+            os_thread_priority=settings.export_os_thread_priority,
             # Exports read in sorting-key order; each parallel read stream buffers a block. Unbuffered,
             # small blocks keep memory flat however much a window holds (measured by bench/export.py).
             extra=(("read_in_order_use_buffering", 0), ("max_block_size", 8192)),
