@@ -41,6 +41,7 @@ from opentelemetry.util.types import AttributeValue
 from conftest import server_thread
 from helpers import start_ingestion, until
 from test_sdk_types import sdk_parse
+from tracehouse.ingestion.otel import map_request
 
 pytestmark = pytest.mark.slow  # the 2.x SDK parses in a subprocess
 
@@ -568,3 +569,30 @@ async def test_openinference_openai_instrumentation(live: Live, spans: Spans, tr
     assert observation["input"]["messages"] == ASKED
     assert observation["output"]["choices"][0]["message"] == COMPLETION_BODY["choices"][0]["message"]
     assert observation["model_parameters"] == {"model": "gpt-4o-mini", "temperature": "0.1"}  # invocation_parameters
+
+
+# --- hardening: a span whose GenAI parts cannot be read is rejected alone --------------------------
+def test_malformed_events_reject_only_their_span() -> None:
+    def span(n: int, **extra: Any) -> dict[str, Any]:
+        return {"traceId": "ab" * 16, "spanId": f"{n:016x}", "name": "chat", **extra}
+
+    bad_attribute = [{"name": "gen_ai.user.message", "attributes": [{"key": 1, "value": {"stringValue": "x"}}]}]
+    spans = [
+        span(1, events={"name": "gen_ai.choice"}),
+        span(2, events=["not an event"]),
+        span(3, events=[{"name": 7}]),
+        span(4, events=bad_attribute),
+        span(5, events=[{"name": "exception", "attributes": "unread"}]),  # an event no mapping reads is left alone
+        span(6, events=[{"name": "gen_ai.choice", "timeUnixNano": "1", "attributes": []}]),
+    ]
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).encode()
+    mapped = map_request(body, "application/json")
+    assert mapped.rejected == [
+        "events must be an array",
+        "each span event must be an object",
+        "a span event's name must be a string",
+        "each attribute must be an object with a string key",
+    ]
+    observations = [e["body"] for e in mapped.events if e["type"] != "trace-create"]
+    assert [o["id"] for o in observations] == [f"{5:016x}", f"{6:016x}"]
+    assert observations[1]["output"] == {}  # the choice's (empty) attributes, as Langfuse; merge stores no I/O for it
