@@ -441,10 +441,7 @@ class _Node:
 
     is_array: bool
     children: dict[Any, Any] = field(default_factory=dict)  # _Node or _Leaf by segment (int for arrays)
-
-    @property
-    def length(self) -> int:
-        return max(self.children, default=-1) + 1 if self.is_array else 0
+    length: int = 0  # an array's highest index + 1
 
 
 @dataclass(frozen=True)
@@ -501,12 +498,15 @@ def _place(root: _Node, path: list[str], value: Any, spent: list[int]) -> bool:
         return False
     spent[0] += needed
     node = root
-    for depth, segment in enumerate(path[:-1]):
+    for depth, segment in enumerate(path):
         key = _key(node, segment)
-        if key not in node.children:
+        if node.is_array:
+            node.length = max(node.length, key + 1)
+        if depth == len(path) - 1:
+            node.children[key] = _Leaf(value)
+        elif key not in node.children:
             node.children[key] = _Node(is_array=_index(path[depth + 1]) is not None)
         node = node.children[key]
-    node.children[_key(node, path[-1])] = _Leaf(value)
     return True
 
 
