@@ -229,6 +229,61 @@ class BlobStore:
             )
         return await obstore.sign_async(store, "GET", self._path(key), expires_in)
 
+    async def sign_put_url(
+        self, key: str, expires_in: timedelta, *, content_type: str, content_length: int, sha256_base64: str
+    ) -> str:
+        """A presigned S3 PUT that only accepts this content: Content-Type, Content-Length and
+        x-amz-checksum-sha256 are signed headers (S3 rejects a body whose digest differs)."""
+        store = self._store
+        if not isinstance(store, S3Store):
+            raise SigningUnsupported(
+                f"the {self.config.backend} blob store ({self.config.describe()}) cannot create presigned uploads; "
+                "configure S3 for them"
+            )
+        # obstore signs the host only; the URL it builds (endpoint, addressing style, key encoding) is
+        # reused and signed again with the headers, by botocore's SigV4 query signer.
+        unsigned = (await obstore.sign_async(store, "PUT", self._path(key), expires_in)).partition("?")[0]
+        headers = {
+            "Content-Type": content_type,
+            "Content-Length": str(content_length),
+            "x-amz-checksum-sha256": sha256_base64,
+        }
+        return await asyncio.to_thread(self._sigv4_query_sign, "PUT", unsigned, headers, expires_in)
+
+    def _sigv4_query_sign(self, method: str, url: str, headers: dict[str, str], expires_in: timedelta) -> str:
+        from botocore.auth import S3SigV4QueryAuth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        from botocore.session import get_session
+
+        if self.config.access_key_id and self.config.secret_access_key:
+            credentials = Credentials(self.config.access_key_id, self.config.secret_access_key)
+        else:  # the environment's chain (variables, profile, instance role), as obstore uses it
+            resolved = get_session().get_credentials()
+            if resolved is None:
+                raise ConfigError(f"no S3 credentials to sign uploads for {self.config.describe()}")
+            credentials = resolved.get_frozen_credentials()
+        request = AWSRequest(method=method, url=url, headers=headers)
+        signer = S3SigV4QueryAuth(
+            credentials, "s3", self.config.region or "us-east-1", expires=int(expires_in.total_seconds())
+        )
+        signer.add_auth(request)
+        return str(request.url)
+
+    async def open_stream(self, key: str, *, chunk_size: int = DEFAULT_PART_SIZE) -> AsyncIterator[bytes]:
+        """The blob's bytes in chunks, without holding the whole object in memory. The object is
+        opened here (a missing key raises BlobNotFound now, not at the first chunk)."""
+        try:
+            result = await obstore.get_async(self._store, self._path(key))
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for chunk in result.stream(min_chunk_size=chunk_size):
+                yield bytes(chunk)
+
+        return chunks()
+
     async def ping(self) -> None:
         """Check that the store answers (lists at most one object); raise DependencyUnavailable if not."""
         try:
