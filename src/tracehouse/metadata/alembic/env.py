@@ -12,6 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context
 
+# Capabilities keep their tables next to their code; importing a table module registers its tables on
+# Base.metadata, so migrations and the model/migration comparison see every table.
+import tracehouse.media.tables  # noqa: F401
+import tracehouse.pricing.tables  # noqa: F401
 from tracehouse.metadata.models import Base
 
 config = context.config
