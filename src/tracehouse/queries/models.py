@@ -27,6 +27,8 @@ TRACE_FIELD_GROUPS = frozenset({"core", "io", "scores", "observations", "metrics
 OBSERVATION_FIELD_GROUPS = frozenset(
     {"core", "basic", "time", "io", "metadata", "model", "usage", "prompt", "metrics", "trace_context"}
 )
+SCORE_FIELD_GROUPS = frozenset({"score", "trace"})  # v1 and v2 lists; `score` is always included
+SCORE_V3_FIELD_GROUPS = frozenset({"core", "details", "subject", "annotation"})
 TraceOrderField = Literal[
     "id", "timestamp", "name", "userId", "release", "version", "public", "bookmarked", "sessionId"
 ]
@@ -105,6 +107,49 @@ class TraceOrder:
     direction: Literal["ASC", "DESC"] = "DESC"
 
 
+# Langfuse's `filter` grammar (packages/shared/src/interfaces/filters.ts): a filter type and the
+# operators it takes. `matches` (the events table's text index) and `positionInTrace` are not here.
+FilterType = Literal[
+    "datetime",
+    "string",
+    "stringOptions",
+    "categoryOptions",
+    "arrayOptions",
+    "number",
+    "stringObject",
+    "numberObject",
+    "boolean",
+    "null",
+]
+FILTER_OPERATORS: dict[str, tuple[str, ...]] = {
+    "datetime": (">", "<", ">=", "<="),
+    "string": ("=", "contains", "does not contain", "starts with", "ends with", "is not empty"),
+    "stringOptions": ("any of", "none of"),
+    "categoryOptions": ("any of", "none of"),
+    "arrayOptions": ("any of", "none of", "all of"),
+    "number": ("=", ">", "<", ">=", "<="),
+    "stringObject": ("=", "contains", "does not contain", "starts with", "ends with", "is set", "is not set"),
+    "numberObject": ("=", ">", "<", ">=", "<="),
+    "boolean": ("=", "<>"),
+    "null": ("is null", "is not null"),
+}
+FilterValue = str | float | bool | datetime | tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class FilterCondition:
+    """One validated condition of a `filter` parameter; `column` is the column's canonical id."""
+
+    column: str
+    type: FilterType
+    operator: str
+    value: FilterValue = None
+    key: str | None = None
+
+
+Conditions = tuple[FilterCondition, ...]
+
+
 @dataclass(frozen=True)
 class TraceQuery:
     user_id: str | None = None
@@ -117,14 +162,16 @@ class TraceQuery:
     timestamp: TimeRange = TimeRange()
     order: TraceOrder = TraceOrder()
     fields: frozenset[str] = TRACE_FIELD_GROUPS
+    filters: Conditions = ()
 
 
 @dataclass(frozen=True)
 class ObservationQuery:
-    """The filters of v1 and v2 observations (`user_id` is v1's, `is_root` v2's)."""
+    """The filters of v1 and v2 observations (`session_id` and `is_root` are v2's)."""
 
     name: str | None = None
     user_id: str | None = None
+    session_id: str | None = None
     type: ObservationType | None = None
     trace_id: str | None = None
     level: ObservationLevel | None = None
@@ -133,6 +180,15 @@ class ObservationQuery:
     version: str | None = None
     environments: tuple[str, ...] = ()
     start_time: TimeRange = TimeRange()
+    filters: Conditions = ()
+
+
+@dataclass(frozen=True)
+class ValueComparison:
+    """v1/v2 scores' `value` with its `operator`."""
+
+    operator: Literal["<", ">", "<=", ">=", "!=", "="]
+    value: float
 
 
 @dataclass(frozen=True)
@@ -151,23 +207,44 @@ class ScoreQuery:
     score_ids: tuple[str, ...] = ()
     observation_ids: tuple[str, ...] = ()
     user_id: str | None = None
+    trace_tags: tuple[str, ...] = ()  # all of them
     environments: tuple[str, ...] = ()
     timestamp: TimeRange = TimeRange()
+    value: ValueComparison | None = None
+    include_trace: bool = True
+    filters: Conditions = ()
+
+
+@dataclass(frozen=True)
+class ScoreValues:
+    """v3's `value`: exact values of one data type (numbers for NUMERIC and BOOLEAN, labels for
+    CATEGORICAL)."""
+
+    numbers: tuple[float, ...] = ()
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ScoreV3Query:
-    """v3 filters: every one takes a comma-separated list (any of them)."""
+    """v3 filters: every list filter takes a comma-separated list (any of them)."""
 
     ids: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
     sources: tuple[ScoreSource, ...] = ()
     data_types: tuple[ScoreDataType, ...] = ()
     environments: tuple[str, ...] = ()
+    config_ids: tuple[str, ...] = ()
+    queue_ids: tuple[str, ...] = ()
+    author_user_ids: tuple[str, ...] = ()
     trace_ids: tuple[str, ...] = ()
     session_ids: tuple[str, ...] = ()
     observation_ids: tuple[str, ...] = ()
+    dataset_run_ids: tuple[str, ...] = ()
+    values: ScoreValues | None = None
+    value_min: float | None = None  # inclusive
+    value_max: float | None = None  # inclusive
     timestamp: TimeRange = TimeRange()
+    filters: Conditions = ()
 
 
 @dataclass(frozen=True)
@@ -313,6 +390,11 @@ class ObservationV2(_Camel):
     version: str | None = None
     environment: str | None = None
     is_root_observation: bool | None = None
+    # basic, from the observation's trace (null when the trace is not stored)
+    bookmarked: bool | None = None
+    public: bool | None = None
+    user_id: str | None = None
+    session_id: str | None = None
     # time
     completion_start_time: ApiTime | None = None
     created_at: ApiTime | None = None
@@ -320,7 +402,7 @@ class ObservationV2(_Camel):
     # io: the stored text, not parsed (Langfuse's parseIoAsJson=false)
     input: str | None = None
     output: str | None = None
-    # metadata
+    # metadata: every value in full (nothing is truncated, so `expandMetadata` has nothing to expand)
     metadata: dict[str, Any] | None = None
     # model
     model: str | None = None
@@ -338,6 +420,10 @@ class ObservationV2(_Camel):
     # metrics
     latency: float | None = None
     time_to_first_token: float | None = None
+    # trace_context, from the observation's trace
+    trace_name: str | None = None
+    tags: list[str] | None = None
+    release: str | None = None
 
 
 class ObservationsV2Meta(_Camel):
@@ -408,6 +494,9 @@ class ScoreSubject(_Camel):
 
 
 class ScoreV3(_Camel):
+    """The core fields always; `details` (comment, configId, metadata), `subject` and `annotation`
+    (authorUserId, queueId) only when their group is requested (all of them when `fields` is absent)."""
+
     id: str
     project_id: str
     name: str
@@ -416,14 +505,17 @@ class ScoreV3(_Camel):
     environment: str
     created_at: ApiTime
     updated_at: ApiTime
-    comment: str | None
-    config_id: str | None
-    metadata: dict[str, Any]
-    author_user_id: str | None
-    queue_id: str | None
     data_type: ScoreDataType
     value: float | bool | str = Field(description="NUMERIC: number, BOOLEAN: boolean, others: string")
-    subject: ScoreSubject | None
+    # details
+    comment: str | None = None
+    config_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    # annotation
+    author_user_id: str | None = None
+    queue_id: str | None = None
+    # subject
+    subject: ScoreSubject | None = None
 
 
 class GetScoresV3Meta(_Camel):
@@ -453,6 +545,10 @@ class SessionWithTraces(Session):
 
 
 class DeleteTraceResponse(_Camel):
+    message: str
+
+
+class DeleteScoreResponse(_Camel):
     message: str
 
 

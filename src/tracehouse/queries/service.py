@@ -20,6 +20,7 @@ from tracehouse.clickhouse import ClickHouse, Workload
 from tracehouse.enums import ScoreDataType
 from tracehouse.metadata import MetadataDB, get_project
 from tracehouse.queries.models import (
+    SCORE_V3_FIELD_GROUPS,
     TRACE_FIELD_GROUPS,
     Cursor,
     CursorPage,
@@ -124,19 +125,27 @@ class ReadService:
         data = [trace_with_details(r, details.get(r["id"], {}), query.fields) for r in rows]
         return Traces(data=data, meta=page_meta(page, int(counted[0]["n"])))
 
-    async def get_trace(self, project_id: str, trace_id: str) -> TraceWithFullDetails | None:
+    async def get_trace(
+        self, project_id: str, trace_id: str, fields: frozenset[str] = TRACE_FIELD_GROUPS
+    ) -> TraceWithFullDetails | None:
+        """One trace; each field group is read only when requested (latency/totalCost are -1
+        without metrics, as in the list)."""
         params = {"p": project_id, "id": trace_id}
         rows, observations, scores = await asyncio.gather(
             self.latest("traces", "id = {id:String}", params),
-            self.latest("observations", "trace_id = {id:String}", params, "ORDER BY start_time"),
-            self.latest("scores", "trace_id = {id:String}", params, "ORDER BY timestamp"),
+            self.latest("observations", "trace_id = {id:String}", params, "ORDER BY start_time")
+            if fields & {"observations", "metrics"}
+            else _no_rows(),
+            self.latest("scores", "trace_id = {id:String}", params, "ORDER BY timestamp")
+            if "scores" in fields
+            else _no_rows(),
         )
         if not rows:
             return None
-        metrics = _metrics(observations)
+        metrics = _metrics(observations) if "metrics" in fields else {"latency": -1.0, "totalCost": -1.0}
         return TraceWithFullDetails(
-            **_trace_fields(rows[0], io=True),
-            observations=[observation_view(o) for o in observations],
+            **_trace_fields(rows[0], io="io" in fields),
+            observations=[observation_view(o) for o in observations] if "observations" in fields else [],
             scores=[score_view(s) for s in scores],
             latency=metrics["latency"],
             total_cost=metrics["totalCost"],
@@ -185,8 +194,21 @@ class ReadService:
         rows, next_cursor = await self._keyset(
             project_id, "observations", "start_time", observation_filter(query), cursor
         )
+        traces = await self._observation_traces(project_id, rows) if groups & {"basic", "trace_context"} else {}
         meta = ObservationsV2Meta(cursor=next_cursor) if next_cursor else ObservationsV2Meta()
-        return ObservationsV2Response(data=[observation_v2_view(r, groups) for r in rows], meta=meta)
+        data = [observation_v2_view(r, groups, traces.get(r["trace_id"])) for r in rows]
+        return ObservationsV2Response(data=data, meta=meta)
+
+    async def _observation_traces(self, project_id: str, rows: list[Row]) -> dict[str, Row]:
+        """The trace attributes v2's basic and trace_context groups show, by trace id."""
+        if not rows:
+            return {}
+        found = await self.query(
+            "SELECT id, name, user_id, session_id, bookmarked, public, tags, release "
+            f"FROM ({newest('traces', 'id IN {ids:Array(String)}')})",
+            {"p": project_id, "ids": sorted({r["trace_id"] for r in rows})},
+        )
+        return {r["id"]: r for r in found}
 
     async def _keyset(
         self, project_id: str, table: str, time_column: str, where: Filter, cursor: CursorPage
@@ -203,11 +225,33 @@ class ReadService:
     async def list_scores(self, project_id: str, query: ScoreQuery, page: Page) -> GetScoresResponse:
         """v1 and v2 scores, each with its trace's attributes."""
         rows, total = await self._page(project_id, "scores FINAL", score_filter(query), "timestamp DESC, id", page)
+        if not query.include_trace:  # fields without `trace`: null, as Langfuse
+            data = [ScoreWithTrace(**_score_fields(r), trace=None) for r in rows]
+            return GetScoresResponse(data=data, meta=page_meta(page, total))
         traces = await self._score_traces(project_id, [r["trace_id"] for r in rows if r["trace_id"]])
         # v1's type requires the trace object, v2's allows null.
         missing = _NO_TRACE if query.trace_only else None
         data = [ScoreWithTrace(**_score_fields(r), trace=traces.get(r["trace_id"] or "", missing)) for r in rows]
         return GetScoresResponse(data=data, meta=page_meta(page, total))
+
+    async def _score(self, project_id: str, score_id: str) -> Row | None:
+        rows = await self.latest("scores", "id = {id:String}", {"p": project_id, "id": score_id})
+        return rows[0] if rows else None
+
+    async def get_trace_score(self, project_id: str, score_id: str) -> Score | None:
+        """v1's score by id: a trace's score that v1 lists (not a correction)."""
+        row = await self._score(project_id, score_id)
+        if row is None or row["trace_id"] is None or row["data_type"] == ScoreDataType.CORRECTION:
+            return None
+        return score_view(row)
+
+    async def get_score_with_trace(self, project_id: str, score_id: str) -> ScoreWithTrace | None:
+        """v2's score by id (any data type and subject) with its trace's attributes."""
+        row = await self._score(project_id, score_id)
+        if row is None:
+            return None
+        traces = await self._score_traces(project_id, [row["trace_id"]] if row["trace_id"] else [])
+        return ScoreWithTrace(**_score_fields(row), trace=traces.get(row["trace_id"] or ""))
 
     async def _score_traces(self, project_id: str, trace_ids: list[str]) -> dict[str, ScoreTrace]:
         if not trace_ids:
@@ -223,14 +267,20 @@ class ReadService:
             for r in rows
         }
 
-    async def list_scores_v3(self, project_id: str, query: ScoreV3Query, cursor: CursorPage) -> GetScoresV3Response:
+    async def list_scores_v3(
+        self,
+        project_id: str,
+        query: ScoreV3Query,
+        cursor: CursorPage,
+        groups: frozenset[str] = SCORE_V3_FIELD_GROUPS,
+    ) -> GetScoresV3Response:
         rows, next_cursor = await self._keyset(project_id, "scores", "timestamp", score_v3_filter(query), cursor)
         meta = (
             GetScoresV3Meta(limit=cursor.limit, cursor=next_cursor)
             if next_cursor
             else GetScoresV3Meta(limit=cursor.limit)
         )
-        return GetScoresV3Response(data=[score_v3_view(r) for r in rows], meta=meta)
+        return GetScoresV3Response(data=[score_v3_view(r, groups) for r in rows], meta=meta)
 
     # --- sessions ---------------------------------------------------------------------------
     async def list_sessions(self, project_id: str, query: SessionQuery, page: Page) -> PaginatedSessions:
@@ -282,6 +332,19 @@ class ReadService:
             )
         return int(found)
 
+    async def delete_score(self, project_id: str, score_id: str) -> bool:
+        """Tombstone one score (any subject); False when the project has no such live score."""
+        params = {"p": project_id, "id": score_id}
+        if await self._score(project_id, score_id) is None:
+            return False
+        await self._ch.command(
+            "INSERT INTO scores SELECT * REPLACE (1 AS is_deleted, now64(3) AS event_ts, now64(3) AS updated_at) "
+            f"FROM ({newest('scores', 'id = {id:String}')})",
+            params,
+            workload=Workload.INTERACTIVE,
+        )
+        return True
+
     # --- projects ---------------------------------------------------------------------------
     async def projects(self, project_id: str) -> Projects | None:
         """The key's own project (the SDKs call this to learn it)."""
@@ -300,6 +363,10 @@ class ReadService:
                 )
             ]
         )
+
+
+async def _no_rows() -> list[Row]:
+    return []
 
 
 # --- rows to response models ------------------------------------------------------------------
@@ -436,8 +503,9 @@ def observation_view(row: Row) -> Observation:
     )
 
 
-def observation_v2_view(row: Row, groups: frozenset[str]) -> ObservationV2:
-    """The core fields and each requested group (the others stay unset, so they are left out)."""
+def observation_v2_view(row: Row, groups: frozenset[str], trace: Row | None = None) -> ObservationV2:
+    """The core fields and each requested group (the others stay unset, so they are left out).
+    `trace`: the observation's trace row (basic and trace_context read it), None when not stored."""
     full = observation_view(row)
     fields: dict[str, Any] = {
         "id": full.id,
@@ -456,6 +524,10 @@ def observation_v2_view(row: Row, groups: frozenset[str]) -> ObservationV2:
             version=full.version,
             environment=full.environment,
             is_root_observation=row["parent_observation_id"] is None,
+            bookmarked=bool(trace["bookmarked"]) if trace else None,
+            public=bool(trace["public"]) if trace else None,
+            user_id=trace["user_id"] if trace else None,
+            session_id=trace["session_id"] if trace else None,
         )
     if "time" in groups:
         fields.update(
@@ -480,6 +552,12 @@ def observation_v2_view(row: Row, groups: frozenset[str]) -> ObservationV2:
         fields.update(prompt_id=full.prompt_id, prompt_name=full.prompt_name, prompt_version=full.prompt_version)
     if "metrics" in groups:
         fields.update(latency=full.latency, time_to_first_token=full.time_to_first_token)
+    if "trace_context" in groups:
+        fields.update(
+            trace_name=(trace["name"] or None) if trace else None,
+            tags=list(trace["tags"]) if trace else None,
+            release=trace["release"] if trace else None,
+        )
     return ObservationV2(**fields)
 
 
@@ -539,22 +617,24 @@ def _typed_value(row: Row) -> Any:
     return row["value"]
 
 
-def score_v3_view(row: Row) -> ScoreV3:
-    return ScoreV3(
-        id=row["id"],
-        project_id=row["project_id"],
-        name=row["name"],
-        source=row["source"],
-        timestamp=row["timestamp"],
-        environment=row["environment"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        comment=row["comment"],
-        config_id=row["config_id"],
-        metadata=_metadata(row),
-        author_user_id=row["author_user_id"],
-        queue_id=row["queue_id"],
-        data_type=row["data_type"],
-        value=_typed_value(row),
-        subject=_subject(row),
-    )
+def score_v3_view(row: Row, groups: frozenset[str] = SCORE_V3_FIELD_GROUPS) -> ScoreV3:
+    """The core fields and each requested group (the others stay unset, so they are left out)."""
+    fields: dict[str, Any] = {
+        "id": row["id"],
+        "project_id": row["project_id"],
+        "name": row["name"],
+        "source": row["source"],
+        "timestamp": row["timestamp"],
+        "environment": row["environment"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "data_type": row["data_type"],
+        "value": _typed_value(row),
+    }
+    if "details" in groups:
+        fields.update(comment=row["comment"], config_id=row["config_id"], metadata=_metadata(row))
+    if "annotation" in groups:
+        fields.update(author_user_id=row["author_user_id"], queue_id=row["queue_id"])
+    if "subject" in groups:
+        fields.update(subject=_subject(row))
+    return ScoreV3(**fields)
