@@ -153,8 +153,9 @@ class EngineApp:
         except EngineError as exc:
             await responder.error(exc, exc.http_status(self.state.error_names), close=False)
             return
-        keys = ("user", "query_id", "status", "profile")
-        filters = {k: v for k, v in request.params.items() if k in keys}
+        # `user` and `password` are credentials, as everywhere in ClickHouse's interface.
+        keys = {"user_name": "user", "query_id": "query_id", "status": "status", "profile": "profile"}
+        filters = {keys[k]: v for k, v in request.params.items() if k in keys}
         rows = self.state.query_log.select(filters, int(request.params.get("limit", "100")))
         await responder.whole(200, [("content-type", "application/x-ndjson")], json_lines(rows), encoding=None)
 
@@ -461,7 +462,9 @@ class QueryRun:
         self._watcher: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        conn = await self._call(self.state.pool.acquire, self.plan.readonly)
+        nice = self.plan.query_settings.get("os_thread_priority") or self.plan.settings.get("os_thread_priority", "0")
+        key = (self.plan.readonly, nice)
+        conn = await self._call(self.state.pool.acquire, key)
         try:
             await self._call(conn.prepare, self.plan.settings, self.plan.database)
             if self.plan.stmt.changes_session:
@@ -519,6 +522,9 @@ class QueryRun:
 
     # --- INSERT with inline data ------------------------------------------------------------
     async def _insert(self, conn: Connection) -> None:
+        if self.plan.stmt.insert_format == "Values" and self.plan.bind:
+            await self._insert_values_with_parameters(conn)
+            return
         raw = conn.raw
         inserter = await self._call(_chdb_call, raw.send_insert, self.plan.sql, self.plan.stmt.insert_format)
         finished = False
@@ -535,6 +541,23 @@ class QueryRun:
                 await self._call(_quietly, raw.insert_cancel, inserter)
         self.stats.written_rows = int(result.rows_written())
         self.stats.written_bytes = int(result.bytes_written())
+        headers = [("x-clickhouse-summary", self.stats.summary()), ("content-type", "text/plain; charset=UTF-8")]
+        await self.responder.whole(200, headers, b"", encoding=None)
+
+    async def _insert_values_with_parameters(self, conn: Connection) -> None:
+        """`VALUES ({v:UInt32})`: chDB's streaming insert takes no parameters, so the whole (small)
+        statement runs as one query, as ClickHouse parses it."""
+        data = bytearray()
+        async for piece in self._insert_data():
+            data += piece
+            if len(data) > MAX_STATEMENT_BYTES:
+                raise EngineError(errors.QUERY_IS_TOO_LARGE, "INSERT ... VALUES with parameters is too large")
+        sql = self.plan.sql + " VALUES " + _utf8(bytes(data).decode("latin-1"))
+
+        def run() -> None:
+            self.stats.add(_chdb_call(conn.raw.query, sql, "TabSeparated", params=self.plan.bind))
+
+        await self._call(run)
         headers = [("x-clickhouse-summary", self.stats.summary()), ("content-type", "text/plain; charset=UTF-8")]
         await self.responder.whole(200, headers, b"", encoding=None)
 

@@ -5,8 +5,11 @@ one connection serializes; so each running query holds a connection of its own. 
 request without a session starts from the user's profile and nothing else, but a chDB connection
 keeps whatever was SET on it. So each connection tracks the settings and database it has, a request
 changes only the differences (unset ones go back to DEFAULT), and a connection whose session the
-request itself changed (SET, USE, temporary tables) is closed instead of reused. `readonly` cannot
-be set back once raised, so connections are pooled per readonly level.
+request itself changed (SET, USE, temporary tables) is closed instead of reused. Some state cannot
+be undone: `readonly` cannot be set back once raised, and after a query with `os_thread_priority`
+chDB leaves a thread at that nice value (observed with chDB 4.4: a later query with 0 does not reset
+it). So connections are pooled per (readonly, os_thread_priority): a connection that ran background
+work at nice 19 never serves an interactive query.
 
 All methods block; the HTTP layer calls them from its worker threads.
 """
@@ -23,6 +26,7 @@ from tracehouse.engine import errors
 from tracehouse.engine.errors import EngineError, from_chdb
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PoolKey = tuple[int, str]  # (readonly level, os_thread_priority)
 
 
 def quote_string(value: str) -> str:
@@ -36,10 +40,10 @@ def quote_identifier(name: str) -> str:
 class Connection:
     """One chDB connection and the session state the engine put on it."""
 
-    def __init__(self, handle: Any, readonly: int) -> None:
+    def __init__(self, handle: Any, key: PoolKey) -> None:
         self.handle = handle  # chdb's Connection; `raw` is its native object (streaming calls)
         self.raw = handle._conn
-        self.readonly = readonly
+        self.key = key
         self.applied: dict[str, str] = {}
         self.database = "default"
         self.reusable = True
@@ -76,37 +80,37 @@ class ChdbPool:
 
         self._chdb = chdb
         self._connect_string = connect_string
-        self._idle: dict[int, list[Connection]] = {0: [], 1: [], 2: []}
+        self._idle: dict[PoolKey, list[Connection]] = {}
         self._lock = threading.Lock()
         self._open: set[Connection] = set()
         self._closed = False
-        self._control = self._new(0)  # KILL QUERY and the engine's own look-ups
+        self._control = self._new((0, "0"))  # KILL QUERY and the engine's own look-ups
         self._control_lock = threading.Lock()
 
-    def _new(self, readonly: int) -> Connection:
+    def _new(self, key: PoolKey) -> Connection:
         try:
-            conn = Connection(self._chdb.connect(self._connect_string), readonly)
+            conn = Connection(self._chdb.connect(self._connect_string), key)
         except RuntimeError as exc:
             raise from_chdb(exc) from None
-        if readonly:
-            conn.raw.query(f"SET readonly = {readonly}", "TabSeparated")
+        if key[0]:
+            conn.raw.query(f"SET readonly = {key[0]}", "TabSeparated")
         with self._lock:
             self._open.add(conn)
         return conn
 
-    def acquire(self, readonly: int) -> Connection:
+    def acquire(self, key: PoolKey) -> Connection:
         with self._lock:
             if self._closed:
                 raise EngineError(errors.ABORTED, "The engine is shutting down")
-            idle = self._idle[readonly]
+            idle = self._idle.get(key)
             if idle:
                 return idle.pop()
-        return self._new(readonly)
+        return self._new(key)
 
     def release(self, conn: Connection) -> None:
         with self._lock:
             if conn.reusable and not self._closed:
-                self._idle[conn.readonly].append(conn)
+                self._idle.setdefault(conn.key, []).append(conn)
                 return
             self._open.discard(conn)
         conn.close()
@@ -132,6 +136,6 @@ class ChdbPool:
         with self._lock:
             self._closed = True
             conns, self._open = list(self._open), set()
-            self._idle = {0: [], 1: [], 2: []}
+            self._idle = {}
         for conn in conns:
             conn.close()

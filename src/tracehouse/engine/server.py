@@ -159,8 +159,9 @@ async def serve(options: EngineOptions, state: EngineState) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():  # uvicorn offers no startup event to wait on
-        await asyncio.sleep(0.02)  # noqa: ASYNC110
+    # uvicorn offers no startup event to wait on.
+    while not server.started and not serving.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
     if serving.done():
         await serving  # startup failed (e.g. the port is taken): uvicorn has said why
         raise TracehouseError(f"cannot listen on {options.host}:{options.port}")

@@ -112,8 +112,13 @@ class User:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-        return any(ip in net or (mapped is not None and mapped in net) for net in self.networks)
+        # As in ClickHouse, ::/0 covers IPv4 clients too (by their IPv4-mapped form), and the reverse.
+        forms: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+        if isinstance(ip, ipaddress.IPv4Address):
+            forms.append(ipaddress.IPv6Address(f"::ffff:{ip}"))
+        elif ip.ipv4_mapped is not None:
+            forms.append(ip.ipv4_mapped)
+        return any(form in net for form in forms for net in self.networks if form.version == net.version)
 
 
 @dataclass(frozen=True)
