@@ -36,7 +36,7 @@ def at(minute: int, second: int = 0) -> str:
     return f"2026-12-02T08:{minute:02d}:{second:02d}.000Z"
 
 
-TRACES = [
+TRACES: list[dict[str, Any]] = [
     {"id": "t-1", "name": "qa", "userId": "u-1", "sessionId": "sess-1", "tags": ["y", "x"], "environment": "prod"}
     | {"timestamp": at(0)},
     {"id": "t-2", "name": "chat", "userId": "u-2", "tags": ["y"], "environment": "dev", "timestamp": at(1)},
@@ -367,7 +367,7 @@ NUMERIC_ONES = {"NUMERIC"}
         ({"dataType": "text,correction"}, lambda s: kind(s) in ("TEXT", "CORRECTION")),
     ],
 )
-async def test_v3_filters(world: World, params: dict[str, str], test: Any) -> None:
+async def test_v3_filters(world: World, params: dict[str, Any], test: Any) -> None:
     assert await ids_of(world, "v3/scores", **params) == want(test)
 
 
@@ -422,6 +422,6 @@ async def test_v3_field_groups(world: World) -> None:
         ({"source": "HUMAN"}, "source"),
     ],
 )
-async def test_v3_parameters_that_do_not_fit_answer_400(world: World, params: dict[str, str], parameter: str) -> None:
+async def test_v3_parameters_that_do_not_fit_answer_400(world: World, params: dict[str, Any], parameter: str) -> None:
     response = await call(world, "GET", "v3/scores", **params)
     assert response.status_code == 400 and response.json()["parameter"] == parameter, response.text
