@@ -6,6 +6,8 @@ Immutable fields keep their first value; metadata is merged key by key; tags are
 input and output keep the last non-empty value. Deliberate differences from Langfuse: an event
 without `public` leaves the previous value instead of resetting it to false, and an observation
 without a trace id gets a deterministic one (so a replay rebuilds the same rows) plus a trace.
+Costs follow Langfuse's ingestion (`tracehouse.pricing.matching`): sent costs are kept and get their
+`total`; without any, the matched model's prices times the usage.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+
+from tracehouse.pricing.matching import ProjectModels, price_usage
 
 UNSET = object()
 
@@ -120,8 +124,13 @@ def _decimal(value: float) -> Decimal:
 
 
 def observation_row(
-    project_id: str, entity_id: str, events: list[dict[str, Any]], created_at: datetime
+    project_id: str,
+    entity_id: str,
+    events: list[dict[str, Any]],
+    created_at: datetime,
+    models: ProjectModels | None = None,
 ) -> dict[str, Any]:
+    """The final row; with `models`, the model that prices it and the costs Langfuse would compute."""
     m = _fold(events, {"id", "traceId", "startTime", "environment"})
     start = _parse_time(m.get("startTime")) or _parse_time(m["_first_ts"])
     end = _parse_time(m.get("endTime"))
@@ -132,10 +141,14 @@ def observation_row(
     if usage and "total" not in usage:
         usage["total"] = sum(usage.values())
     costs = {k: float(v) for k, v in (m.get("costDetails") or {}).items()}
-    total_cost = costs.get("total")
-    if total_cost is None and costs:
-        total_cost = sum(v for k, v in costs.items())
     params = m.get("modelParameters")
+    priced = price_usage(
+        models.find(m.get("model")) if models is not None else None,
+        usage,
+        costs,
+        model_parameters=metadata_map(params) if isinstance(params, dict) else None,
+        metadata=m["metadata"],
+    )
     return {
         "id": entity_id,
         "trace_id": m.get("traceId") or implicit_trace_id(project_id, entity_id),
@@ -153,12 +166,15 @@ def observation_row(
         "input": _io(m.get("input")),
         "output": _io(m.get("output")),
         "provided_model_name": m.get("model"),
+        "internal_model_id": priced.internal_model_id,
         "model_parameters": None if params is None else _stringify(params),
         "provided_usage_details": provided_usage,
         "usage_details": usage,
         "provided_cost_details": {k: _decimal(v) for k, v in costs.items()},
-        "cost_details": {k: _decimal(v) for k, v in costs.items()},
-        "total_cost": None if total_cost is None else _decimal(total_cost),
+        "cost_details": {k: _decimal(v) for k, v in priced.cost_details.items()},
+        "total_cost": None if priced.total_cost is None else _decimal(priced.total_cost),
+        "usage_pricing_tier_id": priced.usage_pricing_tier_id,
+        "usage_pricing_tier_name": priced.usage_pricing_tier_name,
         "completion_start_time": _parse_time(m.get("completionStartTime")),
         "prompt_name": m.get("promptName"),
         "prompt_version": m.get("promptVersion"),

@@ -35,6 +35,8 @@ from tracehouse.ingestion.writer import ClickHouseWriter
 from tracehouse.logging import get_logger
 from tracehouse.metadata import MetadataDB
 from tracehouse.metrics import Metrics
+from tracehouse.pricing.matching import ProjectModels
+from tracehouse.pricing.service import PricingService, pricing_service
 from tracehouse.queues import QueueSpec, RoleGroup, retry_options
 
 QUEUES = [QueueSpec(INGESTION_QUEUE, RoleGroup.INGESTION, concurrency=20, job_options=retry_options(6, 5_000))]
@@ -99,6 +101,7 @@ class IngestionProcessor:
         metadata: MetadataDB,
         metrics: Metrics,
         history_chunk_keys: int = 2000,
+        pricing: PricingService | None = None,
     ) -> None:
         self._ch = clickhouse
         self._blobs = blobs
@@ -107,6 +110,8 @@ class IngestionProcessor:
         self._metadata = metadata
         self._metrics = metrics
         self._history_reader = HistoryReader(clickhouse, chunk_keys=history_chunk_keys)
+        # Model prices for computed costs: project models cached per TTL, defaults in memory.
+        self._pricing = pricing if pricing is not None else pricing_service(metadata)
         self._log = get_logger("tracehouse.ingestion")
 
     async def __call__(self, job: Any, token: str) -> dict[str, Any]:
@@ -131,6 +136,8 @@ class IngestionProcessor:
             events = [e for e in events if self._still_valid(project_id, e, "batch")]
         received_at = datetime.fromisoformat(document["receivedAt"])
         entities = {(e["entity"], e["body"]["id"]) for e in events}
+        # Fetched before the locks: at most one metadata query per project and TTL, none per row.
+        models = await self._pricing.for_project(project_id) if any(e == "observation" for e, _ in entities) else None
         lock_keys = [f"{project_id}:{entity}:{entity_id}" for entity, entity_id in entities]
         async with self._locks.hold(lock_keys):
             # Earlier batches' events come from the log, this batch's from memory; the log rows and the
@@ -144,7 +151,7 @@ class IngestionProcessor:
                 if all(known["id"] != event["id"] for known in slot["events"]):
                     slot["events"].append(event)
                 slot["created_at"] = min(slot["created_at"], received_at)
-            rows = self._rows(project_id, history, document)
+            rows = self._rows(project_id, history, document, models)
             writes = {"ingestion_event_log": log_rows(project_id, batch_key, received_at, events), **rows}
             await asyncio.gather(*(self._writer.write(table, table_rows) for table, table_rows in writes.items()))
         return {table: len(table_rows) for table, table_rows in rows.items()}
@@ -188,7 +195,12 @@ class IngestionProcessor:
         return True
 
     @staticmethod
-    def _rows(project_id: str, history: dict[tuple[str, str], dict], document: dict[str, Any]) -> dict[str, list]:
+    def _rows(
+        project_id: str,
+        history: dict[tuple[str, str], dict],
+        document: dict[str, Any],
+        models: ProjectModels | None = None,
+    ) -> dict[str, list]:
         ingestion = {k: document.get(k, "") for k in ("publicKey", "sdkName", "sdkVersion")}
         rows: dict[str, list[dict[str, Any]]] = {"traces": [], "observations": [], "scores": []}
         for (entity, entity_id), slot in history.items():
@@ -196,7 +208,7 @@ class IngestionProcessor:
             if entity == "trace":
                 rows["traces"].append(trace_row(project_id, entity_id, slot["events"], created))
             elif entity == "observation":
-                row = observation_row(project_id, entity_id, slot["events"], created)
+                row = observation_row(project_id, entity_id, slot["events"], created, models)
                 rows["observations"].append(row)
                 if row["trace_id"] == implicit_trace_id(project_id, entity_id):
                     # An observation sent without a trace gets one, so reads can find it.
