@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from test_sdk_types import V2, V5, sdk_parse
 from tracehouse.clickhouse import Workload
 from tracehouse.metadata import create_api_key, create_project
 from tracehouse.queues import bullmq_connection
+from tracehouse.web.app import create_app
 
 View = dict[str, Any]
 MISSING = object()
@@ -1147,3 +1149,37 @@ async def test_sdk_batched_evaluation_scores_only_matching_observations(world: W
     assert sorted((r["observation_id"], r["trace_id"]) for r in scored) == sorted(
         (o["id"], o["traceId"]) for o in OBSERVATION_VIEWS if o["id"] in want
     )
+
+
+# --- every parameter an SDK can send is declared ------------------------------------------------
+SDK_CLIENTS = {
+    "v5": [
+        "langfuse/api/observations/raw_client.py",
+        "langfuse/api/scores/raw_client.py",
+        "langfuse/api/trace/raw_client.py",
+    ],
+    "v2": [f"langfuse/api/resources/{name}/client.py" for name in ("trace", "observations", "score", "sessions")],
+}
+_SDK_GET = re.compile(r'request\(\s*f?"(api/public/[^"]+)",\s*method="GET",\s*params=\{(.*?)\n\s*\},', re.DOTALL)
+
+
+def sdk_query_parameters(sdk: str) -> dict[str, set[str]]:
+    """Per GET path (OpenAPI form), the query parameter names the SDK's generated client sends."""
+    found: dict[str, set[str]] = {}
+    for relative in SDK_CLIENTS[sdk]:
+        source = (sdk_dir(sdk) / relative).read_text()
+        for path, params in _SDK_GET.findall(source):
+            openapi_path = "/" + re.sub(r"\{jsonable_encoder\((\w+)\)\}", r"{\1}", path)
+            found.setdefault(openapi_path, set()).update(re.findall(r'^\s*"(\w+)":', params, re.MULTILINE))
+    return found
+
+
+@pytest.mark.slow  # reads the installed SDKs (installing them on first use)
+@pytest.mark.parametrize("sdk", ["v5", "v2"])
+def test_every_query_parameter_an_sdk_sends_is_declared(services: Any, sdk: str) -> None:
+    document = create_app(services).openapi()
+    sent = sdk_query_parameters(sdk)
+    assert "/api/public/v2/observations" in sent or "/api/public/observations" in sent, sent
+    for path, names in sent.items():
+        declared = {p["name"] for p in document["paths"][path]["get"].get("parameters", []) if p["in"] == "query"}
+        assert names <= declared, (sdk, path, sorted(names - declared))
