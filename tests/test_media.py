@@ -32,7 +32,6 @@ from conftest import ACCESS_KEY, REGION, SECRET_KEY, free_port
 from helpers import rows_of, start_ingestion, until
 from test_sdk import sdk_dir
 from tracehouse.api_common import NotFound
-from tracehouse.media import api as media_api
 from tracehouse.media.models import GetMediaUploadUrlRequest
 from tracehouse.media.service import create_upload_url, get_media, media_id_for, receive_upload
 from tracehouse.media.signing import UrlSigner, url_signing_key
@@ -99,10 +98,9 @@ def media_row(services: Any, project_id: str, media_id: str) -> Media | None:
 
 @asynccontextmanager
 async def media_client(services: Any, **settings_changes: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    """The web app with the media router, called in process."""
+    """The web app, called in process."""
     settings = services.settings.model_copy(update=settings_changes)
-    app = create_app(dataclasses.replace(services, settings=settings))
-    app.include_router(media_api.router)
+    app = create_app(dataclasses.replace(services, settings=settings, media=build_media_store(settings)))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         yield client, app
@@ -320,7 +318,7 @@ async def test_expired_and_forged_tokens_are_403(services: Any, project: tuple[s
     async with media_client(services) as (client, app):
         media_id = await upload_and_report(client, headers, data)
         download_url = (await client.get(f"/api/public/media/{media_id}", headers=headers)).json()["url"]
-        store: MediaStore = app.state.media_store
+        store: MediaStore = app.state.services.media
         upload_url = (await post_media(client, headers, upload_request(png())))["uploadUrl"]
 
         def with_token(url: str, token: str) -> str:
@@ -497,9 +495,8 @@ async def live_server(services: Any, **settings_changes: Any) -> AsyncIterator[s
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = services.settings.model_copy(update={"public_url": url, **settings_changes})
-    live = dataclasses.replace(services, settings=settings)
+    live = dataclasses.replace(services, settings=settings, media=build_media_store(settings))
     app = create_app(live)
-    app.include_router(media_api.router)
     server = build_server(app, settings, host="127.0.0.1", port=port)
     runner = await start_ingestion(live)
     task = asyncio.create_task(server.serve())

@@ -40,7 +40,13 @@ async def test_ready_checks_every_dependency(services):
     async with _client(create_app(services)) as client:
         response = await client.get("/api/ready")
     assert response.status_code == 200, response.text
-    assert response.json()["checks"] == {"clickhouse": "ok", "metadata": "ok", "redis": "ok", "blob_store": "ok"}
+    assert response.json()["checks"] == {
+        "clickhouse": "ok",
+        "metadata": "ok",
+        "redis": "ok",
+        "blob_store": "ok",
+        "media_store": "ok",
+    }
 
 
 async def test_ready_names_what_is_down(services):

@@ -17,6 +17,7 @@ from tracehouse.blobs import BlobStore, BlobStoreConfig
 from tracehouse.clickhouse import ClickHouse, migrate_clickhouse
 from tracehouse.errors import DependencyUnavailable, one_line_reason
 from tracehouse.logging import get_logger
+from tracehouse.media.storage import MediaStore, build_media_store
 from tracehouse.metadata import MetadataDB
 from tracehouse.metrics import Metrics
 from tracehouse.queues import QueueProducer, bullmq_connection, ping_redis, redis_client
@@ -36,6 +37,7 @@ class Services:
     producer: QueueProducer  # adds jobs to any registered queue
     metrics: Metrics
     embedded_redis: EmbeddedRedis | None = None
+    media: MediaStore | None = None  # None only where a test builds Services by hand
 
     @property
     def redis_connection(self) -> dict[str, Any]:
@@ -58,6 +60,7 @@ class Services:
             probe("metadata", asyncio.to_thread(self.metadata.ping)),
             probe("redis", ping_redis(self.redis_url, client=self.redis)),
             probe("blob_store", self.blobs.ping()),
+            *([probe("media_store", self.media.blobs.ping())] if self.media is not None else []),
         )
         return dict(results)
 
@@ -97,6 +100,8 @@ async def open_services(settings: Settings) -> Services:
 
         blobs = BlobStore(BlobStoreConfig.from_settings(settings))
         await blobs.ping()
+        media = await asyncio.to_thread(build_media_store, settings)
+        await media.blobs.ping()
 
         redis = redis_client(redis_url)
         cleanups.append(redis.aclose)
@@ -122,6 +127,7 @@ async def open_services(settings: Settings) -> Services:
         redis=redis,
         producer=producer,
         metrics=Metrics(),
+        media=media,
         embedded_redis=embedded_redis,
     )
 

@@ -39,10 +39,12 @@ _TOKEN = Query(description="The signed token from the upload or download URL", m
 
 
 async def media_store(request: Request) -> MediaStore:
-    """The app's media store, built on first use (until the composition root owns one)."""
+    """The media store the composition root opened (built here only for Services made by hand)."""
+    services: Services = request.app.state.services
+    if services.media is not None:
+        return services.media
     store: MediaStore | None = getattr(request.app.state, "media_store", None)
     if store is None:
-        services: Services = request.app.state.services
         store = await asyncio.to_thread(build_media_store, services.settings)
         request.app.state.media_store = store
     return store
