@@ -1,7 +1,9 @@
 """Langfuse's public read API (paths, parameters, JSON field names, page `meta`).
 
 Each route parses its parameters into a query object, asks the `ReadService` and returns its model;
-the SQL lives in `queries/sql.py`. Responses are serialized with `exclude_unset` (see models.py).
+the SQL lives in `queries/sql.py`, the `filter` grammar in `queries/filters.py`. Responses are
+serialized with `exclude_unset` (see models.py). A query parameter a route does not declare is a
+400 naming it (`known_parameters`): nothing a client sends is silently ignored.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """SQL for the read API: WHERE clauses from the query objects, always with bound parameters.
 
 Every filter here is applied next to `project_id = {p:String}`, which the service adds; a filter
-that reads the traces table scopes that read to `{p}` as well.
+that reads another table (a trace's tags, a trace's observations, a row's scores) scopes that read
+to `{p}` as well. The `filter` parameter's columns are stated once per route (`TRACE_COLUMNS`,
+`OBSERVATION_COLUMNS`, `SCORE_COLUMNS`); a value is always a bound parameter, never SQL text.
 """
 
 from __future__ import annotations
