@@ -63,6 +63,7 @@ DEFAULT_BUFFER_SIZE = 1 << 20  # ClickHouse's DBMS_DEFAULT_BUFFER_SIZE: held bac
 MAX_STATEMENT_BYTES = 16 << 20  # SQL text read into memory (chDB's max_query_size applies after)
 MAX_INSERT_HEADER_BYTES = 1 << 20
 INSERT_APPEND_BYTES = 1 << 20
+FIRST_READ_BYTES = 64 << 10  # read in the first thread hop, with the query's start
 TAG_KEY = "engine_query_id"
 _TRUE = ("1", "true", "True")
 
@@ -460,29 +461,40 @@ class QueryRun:
         self.cancel_reason = ""
         self._pending = tempfile.SpooledTemporaryFile(max_size=plan.buffer_size)  # noqa: SIM115 - closed in run()
         self._watcher: asyncio.Task[None] | None = None
+        self.conn: Connection | None = None
 
     async def run(self) -> None:
-        nice = self.plan.query_settings.get("os_thread_priority") or self.plan.settings.get("os_thread_priority", "0")
-        key = (self.plan.readonly, nice)
-        conn = await self._call(self.state.pool.acquire, key)
         try:
-            await self._call(conn.prepare, self.plan.settings, self.plan.database)
-            if self.plan.stmt.changes_session:
-                conn.reusable = False  # its session now differs from what the engine tracks
             if self.plan.stmt.insert_format is not None:
-                await self._insert(conn)
+                await self._insert(await self._call(self._open))
             elif self.plan.stmt.keyword in STREAMED_KEYWORDS and formats.streamable(self.plan.output_format):
                 self._watch()
-                await self._stream(conn)
+                await self._stream()
             else:
                 self._watch()
-                await self._whole(conn)
+                await self._whole()
         finally:
             if self._watcher is not None:
                 self._watcher.cancel()
             self._pending.close()
             self._copy_stats()
-            await self._call(self.state.pool.release, conn)
+            if self.conn is not None:
+                await self._release(self.conn)
+
+    def _open(self) -> Connection:
+        """A connection of the request's pool, holding exactly the request's session (blocking)."""
+        nice = self.plan.query_settings.get("os_thread_priority") or self.plan.settings.get("os_thread_priority", "0")
+        self.conn = conn = self.state.pool.acquire((self.plan.readonly, nice))
+        conn.prepare(self.plan.settings, self.plan.database)
+        if self.plan.stmt.changes_session:
+            conn.reusable = False  # its session now differs from what the engine tracks
+        return conn
+
+    async def _release(self, conn: Connection) -> None:
+        if conn.reusable:
+            self.state.pool.release(conn)  # a list append: no thread hop for the common case
+        else:
+            await self._call(self.state.pool.release, conn)  # closing a chDB connection takes a while
 
     def _copy_stats(self) -> None:
         for name in ("result_rows", "result_bytes", "read_rows", "read_bytes", "written_rows"):
@@ -568,8 +580,9 @@ class QueryRun:
             yield chunk
 
     # --- a result built whole by chDB ---------------------------------------------------------
-    async def _whole(self, conn: Connection) -> None:
-        def run() -> bytes:
+    async def _whole(self) -> None:
+        def run() -> bytes:  # one thread hop: open, run, copy the result
+            conn = self._open()
             result = _chdb_call(conn.raw.query, self.plan.sql, self.plan.output_format, params=self.plan.bind)
             self.stats.add(result)
             return bytes(result.bytes())
@@ -587,32 +600,44 @@ class QueryRun:
         return headers
 
     # --- a streamed result ----------------------------------------------------------------------
-    async def _stream(self, conn: Connection) -> None:
-        raw = conn.raw
-        stream = await self._call(
-            _chdb_call, raw.send_query, self.plan.sql, self.plan.output_format, params=self.plan.bind
-        )
+    async def _stream(self) -> None:
         stitcher = formats.Stitcher(self.plan.output_format)
-        last = False
+        stream: Any = None
+
+        def start() -> _Chunk:  # the first hop opens, starts and reads: a small result needs no other
+            nonlocal stream
+            conn = self._open()
+            stream = _chdb_call(conn.raw.send_query, self.plan.sql, self.plan.output_format, params=self.plan.bind)
+            return self._fetch(stream, stitcher, FIRST_READ_BYTES)
+
+        chunk = _Chunk(b"", False)
         try:
-            while not last:
+            chunk = await self._call(start)
+            await self._emit(chunk.data)
+            while not chunk.last:
                 if self.request.disconnected:
                     self.cancel_reason = self.cancel_reason or "client disconnected"
                     raise _cancelled(self.cancel_reason)
-                chunk = await self._call(self._fetch, raw, stream)
-                last = chunk.last
-                await self._emit(stitcher.feed(chunk.data) + (stitcher.finish() if last else b""))
+                chunk = await self._call(self._fetch, stream, stitcher, 1)
+                await self._emit(chunk.data)
             await self._complete()
         finally:
-            if not last:
-                await self._call(_quietly, raw.streaming_cancel_query, stream)
+            if not chunk.last and stream is not None and self.conn is not None:
+                await self._call(_quietly, self.conn.raw.streaming_cancel_query, stream)
 
-    def _fetch(self, raw: Any, stream: Any) -> _Chunk:
-        result = _chdb_call(raw.streaming_fetch_result, stream)
-        if result is None:
-            return _Chunk(b"", True)
-        self.stats.add(result)
-        return _Chunk(bytes(result.bytes()), int(result.rows_read()) == 0)
+    def _fetch(self, stream: Any, stitcher: formats.Stitcher, min_bytes: int) -> _Chunk:
+        """chDB's next chunks, stitched, until `min_bytes` are ready or the result ends (blocking)."""
+        assert self.conn is not None
+        data = bytearray()
+        while len(data) < min_bytes:
+            result = _chdb_call(self.conn.raw.streaming_fetch_result, stream)
+            if result is None:
+                return _Chunk(bytes(data + stitcher.finish()), True)
+            self.stats.add(result)
+            data += stitcher.feed(bytes(result.bytes()))
+            if int(result.rows_read()) == 0:  # chDB's last chunk (it may still carry a header)
+                return _Chunk(bytes(data + stitcher.finish()), True)
+        return _Chunk(bytes(data), False)
 
     async def _emit(self, data: bytes) -> None:
         if not data:
