@@ -142,13 +142,12 @@ def observation_row(
         usage["total"] = sum(usage.values())
     costs = {k: float(v) for k, v in (m.get("costDetails") or {}).items()}
     params = m.get("modelParameters")
-    priced = price_usage(
-        models.find(m.get("model")) if models is not None else None,
-        usage,
-        costs,
-        model_parameters=metadata_map(params) if isinstance(params, dict) else None,
-        metadata=m["metadata"],
+    model = models.find(m.get("model")) if models is not None else None
+    # Top-level parameters as strings, only for a model whose tiers compare them.
+    attributes = (
+        metadata_map(params) if model is not None and model.uses_attributes and isinstance(params, dict) else None
     )
+    priced = price_usage(model, usage, costs, model_parameters=attributes, metadata=m["metadata"])
     return {
         "id": entity_id,
         "trace_id": m.get("traceId") or implicit_trace_id(project_id, entity_id),

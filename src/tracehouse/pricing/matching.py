@@ -113,7 +113,7 @@ def match_tier(
 ) -> TierDef | None:
     if not model.tiers or not usage:
         return None
-    for tier in sorted((t for t in model.tiers if not t.is_default), key=lambda t: t.priority):
+    for tier in model.conditional_tiers:
         if tier.rules and all(_holds(rule, usage, attributes) for rule in tier.rules):
             return tier
     return model.default_tier

@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import regex
@@ -231,9 +232,19 @@ class ModelDef:
     created_at: datetime
     tiers: tuple[TierDef, ...]
 
-    @property
+    @cached_property
     def default_tier(self) -> TierDef | None:
         return next((t for t in self.tiers if t.is_default), None)
+
+    @cached_property
+    def conditional_tiers(self) -> tuple[TierDef, ...]:
+        """The non-default tiers in the order they are tried (ascending priority)."""
+        return tuple(sorted((t for t in self.tiers if not t.is_default), key=lambda t: t.priority))
+
+    @cached_property
+    def uses_attributes(self) -> bool:
+        """Whether a tier looks at model parameters or metadata (else they need not be prepared)."""
+        return any(isinstance(rule, AttributeRule) for tier in self.tiers for rule in tier.rules)
 
 
 @dataclass(frozen=True)
