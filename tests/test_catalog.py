@@ -90,7 +90,7 @@ def test_writer_schemas_are_derived_from_the_catalog() -> None:
     assert SCHEMAS["traces"].field("tags").type == pa.list_(pa.string())
     assert SCHEMAS["traces"].field("is_deleted").type == pa.uint8()
     # Columns the writer leaves to their ClickHouse defaults are not in its schema.
-    assert "internal_model_id" not in observations.names
+    assert "prompt_id" not in observations.names
     assert "blob_storage_file_log" not in SCHEMAS
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from conftest import free_port
+from tracehouse import __version__
 
 pytestmark = pytest.mark.slow  # real `tracehouse` subprocesses
 
@@ -94,31 +95,94 @@ def _alive(pid: int) -> bool:
     return status.exists() and "State:\tZ" not in status.read_text()
 
 
-def test_serve_starts_prints_keys_answers_and_stops_cleanly(tmp_path):
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in (int(c) for c in path.read_text().split()):
+            found += [child, *_descendants(child)]
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _role_pids(proc: Proc) -> dict[str, int]:
+    """The supervised children of `tracehouse serve`, by what they run."""
+    roles = {
+        "engine": " engine ",
+        "web": " web",
+        "worker-ingestion": "--role ingestion",
+        "worker-export": "--role export",
+        "redis": "redis-server",
+    }
+    found = {}
+    for pid in _descendants(proc.popen.pid):
+        line = _cmdline(pid) + " "
+        for role, needle in roles.items():
+            if needle in line:
+                found[role] = pid
+    return found
+
+
+def _ingest_and_read_back(base: str, public: str, secret: str) -> dict:
+    auth = (public, secret)
+    event = {
+        "id": "e-1",
+        "timestamp": "2026-11-01T12:00:00Z",
+        "type": "trace-create",
+        "body": {"id": "serve-trace", "name": "through the engine", "userId": "u1"},
+    }
+    accepted = httpx.post(f"{base}/api/public/ingestion", json={"batch": [event]}, auth=auth, timeout=30)
+    assert accepted.status_code == 207 and not accepted.json()["errors"], accepted.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        read = httpx.get(f"{base}/api/public/traces/serve-trace", auth=auth, timeout=30)
+        if read.status_code == 200:
+            return read.json()
+        time.sleep(0.3)
+    raise AssertionError("the ingested trace never became readable")
+
+
+def test_serve_supervises_engine_web_and_workers_and_stops_them_all(tmp_path):
     port = free_port()
     data_dir = tmp_path / "data"
     proc = Proc(["serve", "--port", str(port), "--data-dir", str(data_dir)], {}, tmp_path)
     try:
         proc.wait_for("Press Ctrl-C to stop")
         banner = "\n".join(proc.out)
-        assert f"http://127.0.0.1:{port}" in banner
+        assert banner.startswith(f"tracehouse {__version__} is running at http://127.0.0.1:{port}"), banner
         public = re.search(r"LANGFUSE_PUBLIC_KEY=(pk-lf-[0-9a-f-]{36})", banner).group(1)
-        assert re.search(r"LANGFUSE_SECRET_KEY=sk-lf-[0-9a-f-]{36}", banner)
+        secret = re.search(r"LANGFUSE_SECRET_KEY=(sk-lf-[0-9a-f-]{36})", banner).group(1)
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/api/public/health").json()["status"] == "OK"
         ready = httpx.get(f"{base}/api/ready")
         assert ready.status_code == 200, ready.text
         assert "http_requests_total" in httpx.get(f"{base}/metrics").text
-        started = [json.loads(line) for line in proc.err if '"worker_started"' in line]
-        assert started and started[0]["role"] == "all"
-        children = proc.children()
-        assert children, "the embedded redis-server should be our child"
+        # Separate processes: the engine owns chDB, web and one worker per role talk to it.
+        pids = _role_pids(proc)
+        assert set(pids) == {"engine", "web", "worker-ingestion", "worker-export", "redis"}, pids
+        roles = {json.loads(line)["role"] for line in proc.err if '"worker_started"' in line}
+        assert roles == {"ingestion", "export"}
+        trace = _ingest_and_read_back(base, public, secret)
+        assert (trace["name"], trace["userId"]) == ("through the engine", "u1")
+
+        # A crashed child is restarted (with backoff) and the system carries on.
+        os.kill(pids["worker-ingestion"], signal.SIGKILL)
+        proc.wait_for('"child_restarted"', where="err", timeout=30)
+        restarted = _role_pids(proc).get("worker-ingestion")
+        assert restarted and restarted != pids["worker-ingestion"]
+
+        everyone = _descendants(proc.popen.pid)
         code, took = proc.stop(signal.SIGINT)
     finally:
         proc.kill()
     assert code in (0, 130), proc.err[-10:]
     assert took < 15
-    assert not [pid for pid in children if _alive(pid)], "a child process outlived tracehouse"
+    assert not [pid for pid in everyone if _alive(pid)], "a child process outlived tracehouse"
 
     # A second start on the same data keeps the project and does not mint or print a new secret.
     proc = Proc(["serve", "--port", str(port), "--data-dir", str(data_dir)], {}, tmp_path)
@@ -127,9 +191,33 @@ def test_serve_starts_prints_keys_answers_and_stops_cleanly(tmp_path):
         banner = "\n".join(proc.out)
         assert f"LANGFUSE_PUBLIC_KEY={public}" in banner
         assert "LANGFUSE_SECRET_KEY=sk-lf-" not in banner
-        proc.stop(signal.SIGTERM)
+        assert _ingest_and_read_back(f"http://127.0.0.1:{port}", public, secret)["id"] == "serve-trace"
+
+        # SIGKILL of the supervisor itself: every child still goes (the kernel tells them).
+        everyone = _descendants(proc.popen.pid)
+        assert len(everyone) >= 5
+        proc.popen.kill()
+        proc.popen.wait(10)
+        deadline = time.monotonic() + 20
+        while [pid for pid in everyone if _alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in everyone if _alive(pid)], [_cmdline(p) for p in everyone if _alive(p)]
     finally:
         proc.kill()
+
+
+def test_serve_single_process_mode_still_serves(tmp_path):
+    port = free_port()
+    proc = Proc(["serve", "--single-process", "--port", str(port), "--data-dir", str(tmp_path / "d")], {}, tmp_path)
+    try:
+        proc.wait_for("Press Ctrl-C to stop")
+        started = [json.loads(line) for line in proc.err if '"worker_started"' in line]
+        assert started and started[0]["role"] == "all"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/ready").status_code == 200
+        code, took = proc.stop(signal.SIGINT)
+    finally:
+        proc.kill()
+    assert code in (0, 130) and took < 15
 
 
 def _run(args, env, cwd):

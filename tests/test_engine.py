@@ -185,6 +185,23 @@ async def test_parameters_with_tricky_values_round_trip(engine: Engine, tmp_path
         ch.close()
 
 
+async def test_parameters_too_long_for_a_url_arrive_as_form_fields(engine: Engine, tmp_path: Path) -> None:
+    """clickhouse-connect sends the query and its parameters as multipart/form-data once they would make
+    the URL too long (the ingestion writer's verification does, with thousands of keys)."""
+    ch = tracehouse_client(engine, tmp_path)
+    keys = [("p", f"id-{i}-{'x' * 40}", TRICKY["s"]) for i in range(3000)]
+    try:
+        rows = await ch.query(
+            "SELECT length({keys:Array(Tuple(String, String, String))}) AS n, "
+            "{keys:Array(Tuple(String, String, String))}[3000].3 AS last, {s:String} AS s",
+            {"keys": keys, "s": TRICKY["s"]},
+            workload=Workload.INGESTION,
+        )
+    finally:
+        ch.close()
+    assert rows == [{"n": 3000, "last": TRICKY["s"], "s": TRICKY["s"]}]
+
+
 @pytest.mark.parametrize("compress", [True, False, "gzip", "zstd", "lz4"])
 def test_clickhouse_connect_with_and_without_compression(engine: Engine, compress: Any) -> None:
     client = clickhouse_connect.get_client(

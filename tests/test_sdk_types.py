@@ -270,7 +270,8 @@ def assert_generation(parsed: dict[str, Any]) -> None:
         moment(GENERATION[key]) for key in ("startTime", "endTime", "completionStartTime")
     ]
     assert parsed["usage_details"] == {"input": 12, "output": 3, "total": 15}
-    assert parsed["cost_details"] == pytest.approx(GENERATION["costDetails"])
+    # Sent costs are kept as sent, and Langfuse adds their total.
+    assert parsed["cost_details"] == pytest.approx({**GENERATION["costDetails"], "total": 0.0018})
     assert (parsed["usage"]["input"], parsed["usage"]["output"], parsed["usage"]["total"]) == (12, 3, 15)
     assert (parsed["latency"], parsed["time_to_first_token"]) == (3.0, 1.0)
     assert parsed["calculated_total_cost"] == pytest.approx(0.0018)

@@ -120,14 +120,27 @@ def bootstrap_projects(settings: Settings, metadata: MetadataDB) -> list[str]:
 # long-running commands
 # ---------------------------------------------------------------------------------------------
 @app.command()
-def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Run everything in one process (web + every worker role) on embedded defaults.
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: DataDirOpt = None,
+    single_process: Annotated[
+        bool, typer.Option(help="Web and every worker in this one process (tests, tiny machines).")
+    ] = False,
+) -> None:
+    """Run the whole system on embedded defaults: the engine (chDB over ClickHouse's HTTP protocol),
+    web, an ingestion worker and an export worker as separate processes, supervised.
 
     Unset server URLs mean embedded chDB, SQLite, Redis and a local blob folder under the data
     directory, so nothing needs installing. Migrates on start and prints the URL and API keys.
     """
     settings = _settings(host=host, port=port, data_dir=data_dir)
-    _run(lambda: _serve(settings, role=WorkerRole.ALL, with_workers=True, banner=True))
+    if single_process:
+        _run(lambda: _serve(settings, role=WorkerRole.ALL, with_workers=True, banner=True))
+    else:
+        from tracehouse.supervised import serve_supervised
+
+        _run(lambda: serve_supervised(settings, bootstrap=bootstrap_projects, banner=_banner_text))
 
 
 @app.command()
@@ -185,6 +198,10 @@ async def _print_banner(server: Any, settings: Settings, lines: list[str]) -> No
         if server.should_exit:
             return
         await asyncio.sleep(0.05)
+    print(_banner_text(settings, lines), flush=True)
+
+
+def _banner_text(settings: Settings, lines: list[str]) -> str:
     url = f"http://{settings.host}:{settings.port}"
     text = [
         f"tracehouse {__version__} is running at {url}",
@@ -194,7 +211,7 @@ async def _print_banner(server: Any, settings: Settings, lines: list[str]) -> No
         "  health            " + url + "/api/public/health",
         "Press Ctrl-C to stop.",
     ]
-    print("\n".join(text), flush=True)
+    return "\n".join(text)
 
 
 def _lower_priority(settings: Settings) -> None:
@@ -249,6 +266,11 @@ async def _start_health_server(services: Services, runner: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # one-shot commands
 # ---------------------------------------------------------------------------------------------
+from tracehouse.engine.cli import engine as _engine_command  # noqa: E402 - grouped with the long-running commands
+
+app.command("engine")(_engine_command)
+
+
 @app.command("migrate")
 def migrate_cmd(data_dir: DataDirOpt = None) -> None:
     """Create or upgrade the metadata and ClickHouse schemas (safe to run repeatedly), then apply

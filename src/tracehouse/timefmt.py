@@ -16,3 +16,13 @@ def api_time(value: datetime | None) -> str | None:
 def ch_time(value: datetime) -> str:
     """A `DateTime64(3)` query parameter, in UTC."""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def within_datetime64(moment: datetime) -> bool:
+    """Whether an aware moment lies in ClickHouse's DateTime64 range (1900-01-01 .. 2299-12-31 UTC).
+    Converting an edge value such as 0001-01-01T00:00+01:00 to UTC overflows: that is out of range too."""
+    try:
+        year = moment.astimezone(UTC).year
+    except OverflowError:
+        return False
+    return 1900 <= year <= 2299

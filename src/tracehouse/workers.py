@@ -16,6 +16,7 @@ from tracehouse.ingestion.service import INGESTION_QUEUE
 from tracehouse.ingestion.worker import EntityLocks, IngestionProcessor
 from tracehouse.ingestion.writer import ClickHouseWriter
 from tracehouse.logging import get_logger
+from tracehouse.pricing.service import pricing_service
 from tracehouse.queues import Processor, QueueRunner, QueueSpec, queues_for_role
 from tracehouse.queues.activity import ActivityTracker
 from tracehouse.runtime import Services
@@ -64,6 +65,7 @@ def build_processors(services: Services, writer: ClickHouseWriter) -> dict[str, 
             metadata=services.metadata,
             metrics=services.metrics,
             history_chunk_keys=services.settings.ingestion_history_chunk_keys,
+            pricing=pricing_service(services.metadata),
         ),
         PROCESSING_QUEUE: export_processor(export_job(services)),
     }

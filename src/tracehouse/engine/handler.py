@@ -288,9 +288,12 @@ async def _plan(state: EngineState, request: Request, user: User, query_id: str)
             "compress=1 (ClickHouse's internal block compression) is not supported by the tracehouse engine; "
             "use Accept-Encoding with enable_http_compression=1 instead",
         )
+    form = await request.form_fields()
+    if form is not None:  # the query and its parameters came as form fields; no inline data then
+        params = {**params, **form}
     client = {k: v for k, v in params.items() if k not in RESERVED_PARAMS and not k.startswith("param_") and k}
     bind = {k[len("param_") :]: v for k, v in params.items() if k.startswith("param_")}
-    body = request.body_chunks()
+    body = request.body_chunks() if form is None else _nothing()
     text, data_start, stmt = await _read_statement(request, params.get("query", ""), body)
     if stmt.denied:
         code = errors.INTO_OUTFILE_NOT_ALLOWED if "FILE" in stmt.denied.split()[1:2] else errors.ACCESS_DENIED
@@ -360,6 +363,11 @@ def _utf8(latin1_text: str) -> str:
         return latin1_text.encode("latin-1").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EngineError(errors.SYNTAX_ERROR, f"The query is not valid UTF-8: {exc}") from None
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
 
 
 async def _read_statement(request: Request, query_param: str, body: AsyncIterator[bytes]) -> tuple[str, int, Statement]:

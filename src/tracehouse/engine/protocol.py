@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.policy
 import secrets
 from collections.abc import AsyncIterator
+from email.parser import BytesParser
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -94,6 +96,31 @@ class Request:
                 yield piece
         for piece in decoder.finish():
             yield piece
+
+    async def form_fields(self, limit: int = 64 * 1024 * 1024) -> dict[str, str] | None:
+        """The fields of a multipart/form-data body (None for any other body). clickhouse-connect sends
+        the query and its `param_*` values this way when they would make the URL too long, as
+        ClickHouse's HTTP interface accepts."""
+        content_type = self.header("content-type")
+        if not content_type.lower().startswith("multipart/form-data"):
+            return None
+        body = bytearray()
+        async for piece in self.body_chunks():
+            body += piece
+            if len(body) > limit:
+                raise EngineError(errors.BAD_ARGUMENTS, f"multipart/form-data body over {limit} bytes")
+        message = BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + bytes(body)
+        )
+        if not message.is_multipart():
+            raise EngineError(errors.BAD_ARGUMENTS, "malformed multipart/form-data body")
+        fields = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(name, str) and isinstance(payload, bytes):
+                fields[name] = payload.decode("utf-8")
+        return fields
 
     async def wait_disconnect(self) -> None:
         """Return when the client closes the connection (call only once the body has been read)."""

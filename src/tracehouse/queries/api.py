@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
 
@@ -59,6 +59,7 @@ from tracehouse.queries.models import (
 from tracehouse.queries.service import ReadService
 from tracehouse.queries.sql import OBSERVATION_COLUMNS, SCORE_COLUMNS, TRACE_COLUMNS
 from tracehouse.runtime import Services
+from tracehouse.timefmt import within_datetime64
 
 
 def _query_names(dependant: Dependant) -> set[str]:
@@ -126,7 +127,7 @@ def _moment(value: datetime | None, name: str) -> datetime | None:
     if value.tzinfo is None:
         raise BadParameter(name, "must include a time zone offset (Z or +hh:mm)")
     # ClickHouse's DateTime64 covers 1900-2299.
-    if not 1900 <= value.astimezone(UTC).year <= 2299:
+    if not within_datetime64(value):
         raise BadParameter(name, "must be between 1900-01-01 and 2299-12-31")
     return value
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from tracehouse.api_common import BadParameter
 from tracehouse.queries.models import FILTER_OPERATORS, Conditions, FilterCondition, FilterValue
 from tracehouse.queries.sql import FilterColumns
+from tracehouse.timefmt import within_datetime64
 
 MAX_CONDITIONS = 50
 _FIELDS = frozenset({"type", "column", "operator", "value", "key"})
@@ -139,7 +140,7 @@ def _moment(value: Any, wrong: Any) -> datetime:
     except ValueError:
         raise wrong(expected) from None
     # ClickHouse's DateTime64 covers 1900-2299.
-    if moment.tzinfo is None or not 1900 <= moment.astimezone(UTC).year <= 2299:
+    if moment.tzinfo is None or not within_datetime64(moment):
         raise wrong(expected + " between 1900 and 2299")
     return moment
 

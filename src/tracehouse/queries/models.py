@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSche
 from pydantic.alias_generators import to_camel
 
 from tracehouse.enums import ObservationLevel, ObservationType, ScoreDataType, ScoreSource
-from tracehouse.timefmt import api_time, ch_time
+from tracehouse.timefmt import api_time, ch_time, within_datetime64
 
 # --- what the router asks -------------------------------------------------------------------------
 
@@ -90,7 +90,7 @@ class Cursor:
         except (ValueError, KeyError, TypeError, RecursionError):
             return None
         # Checked here, so a forged time answers 400 instead of failing inside ClickHouse.
-        if not 1900 <= moment.year <= 2299:
+        if not within_datetime64(moment if moment.tzinfo else moment.replace(tzinfo=UTC)):
             return None
         return cls.at(moment if moment.tzinfo else moment.replace(tzinfo=UTC), row_id)
 
@@ -408,6 +408,10 @@ class ObservationV2(_Camel):
     model: str | None = None
     internal_model_id: str | None = None
     model_parameters: Any = None
+    model_id: str | None = None  # the matched model (Langfuse's), with its default tier's prices
+    input_price: str | None = None  # USD per unit, as decimal strings
+    output_price: str | None = None
+    total_price: str | None = None
     # usage
     usage_details: dict[str, int] | None = None
     cost_details: dict[str, float] | None = None

@@ -19,6 +19,8 @@ from typing import Any
 from tracehouse.clickhouse import ClickHouse, Workload
 from tracehouse.enums import ScoreDataType
 from tracehouse.metadata import MetadataDB, get_project
+from tracehouse.pricing.models import ModelPrices
+from tracehouse.pricing.service import pricing_service
 from tracehouse.queries.models import (
     SCORE_V3_FIELD_GROUPS,
     TRACE_FIELD_GROUPS,
@@ -79,6 +81,11 @@ class ReadService:
     def __init__(self, clickhouse: ClickHouse, metadata: MetadataDB) -> None:
         self._ch = clickhouse
         self._metadata = metadata
+        self._pricing = pricing_service(metadata)
+
+    async def _prices(self, project_id: str, rows: list[Row]) -> dict[str, ModelPrices]:
+        """The default-tier prices of the models these observations were priced with (cached)."""
+        return await self._pricing.prices_for(project_id, (r["internal_model_id"] for r in rows))
 
     async def query(self, sql: str, params: dict[str, Any]) -> list[Row]:
         # Versions of a row never cross partitions (traces, observations and scores are partitioned by
@@ -143,9 +150,10 @@ class ReadService:
         if not rows:
             return None
         metrics = _metrics(observations) if "metrics" in fields else {"latency": -1.0, "totalCost": -1.0}
+        prices = await self._prices(project_id, observations) if "observations" in fields else {}
         return TraceWithFullDetails(
             **_trace_fields(rows[0], io="io" in fields),
-            observations=[observation_view(o) for o in observations] if "observations" in fields else [],
+            observations=[observation_view(o, prices) for o in observations] if "observations" in fields else [],
             scores=[score_view(s) for s in scores],
             latency=metrics["latency"],
             total_cost=metrics["totalCost"],
@@ -182,11 +190,12 @@ class ReadService:
     async def list_observations(self, project_id: str, query: ObservationQuery, page: Page) -> ObservationsViews:
         source, where = observations_source(query), observation_filter(query)
         rows, total = await self._page(project_id, source, where, "start_time DESC, id", page)
-        return ObservationsViews(data=[observation_view(r) for r in rows], meta=page_meta(page, total))
+        prices = await self._prices(project_id, rows)
+        return ObservationsViews(data=[observation_view(r, prices) for r in rows], meta=page_meta(page, total))
 
     async def get_observation(self, project_id: str, observation_id: str) -> Observation | None:
         rows = await self.latest("observations", "id = {id:String}", {"p": project_id, "id": observation_id})
-        return observation_view(rows[0]) if rows else None
+        return observation_view(rows[0], await self._prices(project_id, rows)) if rows else None
 
     async def list_observations_v2(
         self, project_id: str, query: ObservationQuery, cursor: CursorPage, groups: frozenset[str]
@@ -196,7 +205,8 @@ class ReadService:
         )
         traces = await self._observation_traces(project_id, rows) if groups & {"basic", "trace_context"} else {}
         meta = ObservationsV2Meta(cursor=next_cursor) if next_cursor else ObservationsV2Meta()
-        data = [observation_v2_view(r, groups, traces.get(r["trace_id"])) for r in rows]
+        prices = await self._prices(project_id, rows) if "model" in groups else {}
+        data = [observation_v2_view(r, groups, traces.get(r["trace_id"]), prices) for r in rows]
         return ObservationsV2Response(data=data, meta=meta)
 
     async def _observation_traces(self, project_id: str, rows: list[Row]) -> dict[str, Row]:
@@ -449,7 +459,17 @@ def _sum_keys(details: dict[str, Any], needle: str) -> float:
     return sum(float(v) for k, v in details.items() if needle in k)
 
 
-def observation_view(row: Row) -> Observation:
+def _price(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _price_text(value: Decimal | None) -> str | None:
+    """v2's prices are decimal strings (e.g. "0.00000015")."""
+    return None if value is None else format(value.normalize(), "f")
+
+
+def observation_view(row: Row, prices: dict[str, ModelPrices] | None = None) -> Observation:
+    model_prices = (prices or {}).get(row["internal_model_id"] or "")
     usage = {k: int(v) for k, v in row["usage_details"]}
     costs = {k: float(v) for k, v in row["cost_details"]}
     start, end, first_token = row["start_time"], row["end_time"], row["completion_start_time"]
@@ -491,10 +511,10 @@ def observation_view(row: Row) -> Observation:
         total_tokens=total_tokens,
         usage_pricing_tier_name=row["usage_pricing_tier_name"],
         usage_pricing_tier_id=row["usage_pricing_tier_id"],
-        model_id=row["internal_model_id"],
-        input_price=None,
-        output_price=None,
-        total_price=None,
+        model_id=model_prices.model_id if model_prices else None,
+        input_price=_price(model_prices.input_price) if model_prices else None,
+        output_price=_price(model_prices.output_price) if model_prices else None,
+        total_price=_price(model_prices.total_price) if model_prices else None,
         calculated_input_cost=_sum_keys(costs, "input") if any("input" in k for k in costs) else None,
         calculated_output_cost=_sum_keys(costs, "output") if any("output" in k for k in costs) else None,
         calculated_total_cost=_number(row["total_cost"]) or costs.get("total", 0.0),
@@ -503,7 +523,9 @@ def observation_view(row: Row) -> Observation:
     )
 
 
-def observation_v2_view(row: Row, groups: frozenset[str], trace: Row | None = None) -> ObservationV2:
+def observation_v2_view(
+    row: Row, groups: frozenset[str], trace: Row | None = None, prices: dict[str, ModelPrices] | None = None
+) -> ObservationV2:
     """The core fields and each requested group (the others stay unset, so they are left out).
     `trace`: the observation's trace row (basic and trace_context read it), None when not stored."""
     full = observation_view(row)
@@ -538,8 +560,15 @@ def observation_v2_view(row: Row, groups: frozenset[str], trace: Row | None = No
     if "metadata" in groups:
         fields.update(metadata=full.metadata)
     if "model" in groups:
+        model_prices = (prices or {}).get(row["internal_model_id"] or "")
         fields.update(
-            model=full.model, internal_model_id=row["internal_model_id"], model_parameters=full.model_parameters
+            model=full.model,
+            internal_model_id=row["internal_model_id"],
+            model_parameters=full.model_parameters,
+            model_id=model_prices.model_id if model_prices else None,
+            input_price=_price_text(model_prices.input_price) if model_prices else None,
+            output_price=_price_text(model_prices.output_price) if model_prices else None,
+            total_price=_price_text(model_prices.total_price) if model_prices else None,
         )
     if "usage" in groups:
         fields.update(

@@ -14,6 +14,7 @@ from tracehouse.auth import KeyVerifier
 from tracehouse.export import api as export_api
 from tracehouse.ingestion import api as ingestion_api
 from tracehouse.media import api as media_api
+from tracehouse.pricing import api as pricing_api
 from tracehouse.queries import api as queries_api
 from tracehouse.runtime import Services
 from tracehouse.usage import api as usage_api
@@ -60,7 +61,7 @@ def create_app(
 
     _install_request_metrics(app, services)
     errors.install(app)
-    for module in (health, queues_api, usage_api, ingestion_api, queries_api, export_api, media_api):
+    for module in (health, queues_api, usage_api, ingestion_api, queries_api, export_api, media_api, pricing_api):
         app.include_router(module.router)
     return app
 
