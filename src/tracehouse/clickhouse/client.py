@@ -314,7 +314,7 @@ class ClickHouse:
         main_url = settings.clickhouse_url
         backends: dict[Workload, Backend] = {
             Workload.INTERACTIVE: http(main_url, Workload.INTERACTIVE),
-            Workload.INGESTION: http(main_url, Workload.INGESTION),
+            Workload.INGESTION: http(settings.clickhouse_ingestion_url or main_url, Workload.INGESTION),
             Workload.EXPORT: http(settings.clickhouse_export_url or main_url, Workload.EXPORT),
         }
         return cls(backends, classes)
