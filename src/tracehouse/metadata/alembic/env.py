@@ -14,6 +14,7 @@ from alembic import context
 
 # Capabilities keep their tables next to their code; importing a table module registers its tables on
 # Base.metadata, so migrations and the model/migration comparison see every table.
+import tracehouse.batch_export.tables  # noqa: F401
 import tracehouse.media.tables  # noqa: F401
 import tracehouse.pricing.tables  # noqa: F401
 from tracehouse.metadata.models import Base
