@@ -69,7 +69,7 @@ def models() -> dict[str, Any]:
         ],
     )
     listed = models.list(page=1, limit=100)
-    all_pages = []
+    all_pages: list[str] = []
     page = 1
     while True:
         answer = models.list(page=page, limit=100)
