@@ -26,7 +26,12 @@ def test_roles_split_the_registry_between_ingestion_and_export(monkeypatch):
     export = {s.name for s in queues_for_role(WorkerRole.EXPORT, QUEUES.values(), defaults)}
     ingestion = {s.name for s in queues_for_role(WorkerRole.INGESTION, QUEUES.values(), defaults)}
     everything = {s.name for s in queues_for_role(WorkerRole.ALL, QUEUES.values(), defaults)}
-    assert export == {"blobstorage-integration-queue", "blobstorage-integration-processing-queue", "batch-export-queue"}
+    assert export == {
+        "blobstorage-integration-queue",
+        "blobstorage-integration-processing-queue",
+        "batch-export-queue",
+        "batch-export-cleanup-queue",
+    }
     assert export.isdisjoint(ingestion)
     assert everything == export | ingestion == set(QUEUES)
     monkeypatch.setenv("QUEUE_CONSUMER_BATCH_EXPORT_QUEUE_IS_ENABLED", "false")

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from tracehouse import __version__
+from tracehouse.batch_export.cli import app as batch_export_app
 from tracehouse.errors import ConfigError, TracehouseError
 from tracehouse.logging import configure_logging, get_logger
 from tracehouse.metadata import (
@@ -483,6 +484,7 @@ integrations_app = typer.Typer(
 )
 export_app.add_typer(integrations_app, name="integrations")
 app.add_typer(export_app, name="export")
+app.add_typer(batch_export_app, name="batch-export")
 
 
 @integrations_app.command("set")

@@ -186,6 +186,9 @@ class Settings(BaseSettings):
     queue_consumer_batch_export_queue_is_enabled: bool = Field(
         True, validation_alias=_env("QUEUE_CONSUMER_BATCH_EXPORT_QUEUE_IS_ENABLED")
     )
+    queue_consumer_batch_export_cleanup_queue_is_enabled: bool = Field(
+        True, validation_alias=_env("QUEUE_CONSUMER_BATCH_EXPORT_CLEANUP_QUEUE_IS_ENABLED")
+    )
 
     def queue_consumer_enabled(self, queue: str) -> bool:
         """The QUEUE_CONSUMER_<QUEUE>_IS_ENABLED switch of a queue (KeyError for a queue without one)."""

@@ -7,11 +7,19 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from tracehouse.batch_export.storage import build_export_store
+from tracehouse.batch_export.worker import batch_export_job, batch_export_processor, cleanup_cron
 from tracehouse.capabilities import QUEUES
 from tracehouse.cron import CronSpec, cron_processor, register_schedules
 from tracehouse.export.crypto import SecretBox
 from tracehouse.export.service import ExportConfig, ExportJob
-from tracehouse.export.worker import PROCESSING_QUEUE, export_processor, export_schedule_cron, producer_enqueue
+from tracehouse.export.worker import (
+    BATCH_EXPORT_QUEUE,
+    PROCESSING_QUEUE,
+    export_processor,
+    export_schedule_cron,
+    producer_enqueue,
+)
 from tracehouse.ingestion.service import INGESTION_QUEUE
 from tracehouse.ingestion.worker import EntityLocks, IngestionProcessor
 from tracehouse.ingestion.writer import ClickHouseWriter
@@ -29,6 +37,7 @@ def cron_specs(services: Services) -> list[CronSpec]:
     return [
         usage_cron(services.clickhouse),
         export_schedule_cron(services.metadata, producer_enqueue(services.producer), interval=interval),
+        cleanup_cron(services.metadata, build_export_store(services.settings)),
     ]
 
 
@@ -68,6 +77,9 @@ def build_processors(services: Services, writer: ClickHouseWriter) -> dict[str, 
             pricing=pricing_service(services.metadata),
         ),
         PROCESSING_QUEUE: export_processor(export_job(services)),
+        BATCH_EXPORT_QUEUE: batch_export_processor(
+            batch_export_job(services.clickhouse, services.metadata, services.settings)
+        ),
     }
     for spec in cron_specs(services):
         processors[spec.queue] = cron_processor(spec, services.metadata)

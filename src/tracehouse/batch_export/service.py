@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from tracehouse.api_common import BadParameter, BadRequest, Forbidden, NotFound, Unavailable
 from tracehouse.batch_export.filters import parse_query
-from tracehouse.batch_export.formats import named, open_encoder
+from tracehouse.batch_export.formats import Encoder, named, open_encoder
 from tracehouse.batch_export.models import (
     FINISHED,
     BatchExports,
@@ -435,10 +435,10 @@ class BatchExportJob:
 
     def _write(self, run: _Run) -> tuple[StoredFile, int]:
         """Blocking (a worker thread): stream the rows through the encoder into one upload."""
-        record, sql, limit, every = run.record, run.sql, self._config.row_limit, self._config.progress_rows
+        record, sql, limit = run.record, run.sql, self._config.row_limit
         key = ExportStore.object_key(record)
         batches = self._ch.stream_blocking(
-            sql.rows, sql.params, workload=Workload.EXPORT, settings=query_settings(), batch_rows=every
+            sql.rows, sql.params, workload=Workload.EXPORT, settings=query_settings(), batch_rows=self._config.progress_rows
         )
         with closing(batches), self._store.blobs.open_sync_writer(key, part_size=self._store.part_size) as raw:  # type: ignore[type-var]
             sink = HashingSink(raw)
@@ -450,19 +450,26 @@ class BatchExportJob:
                 row_group_rows=self._config.row_group_rows,
                 empty_schema=lambda: self._empty_schema(sql),
             )
-            rows, next_report = 0, every
+            rows = 0
             for batch in batches:
-                if rows + batch.num_rows > limit:  # the limit: the first `limit` rows (recorded as truncated)
-                    batch = batch.slice(0, limit - rows)
-                encoder.write(named(batch, sql.columns))
-                rows += batch.num_rows
-                if rows >= next_report:
-                    self._progress(run, rows)
-                    next_report = (rows // every + 1) * every
-                if rows >= limit:
+                rows = self._write_batch(run, encoder, named(batch, sql.columns), rows)
+                if rows >= limit:  # the limit: the first `limit` rows (recorded as truncated)
                     break
             encoder.close()
         return StoredFile(key, sink.size, sink.sha256, record.format.content_type(record.gzipped)), rows
+
+    def _write_batch(self, run: _Run, encoder: Encoder, batch: pa.RecordBatch, rows: int) -> int:
+        """Write one batch, cut at each multiple of the progress step (reported there) and at the
+        row limit; return the rows written so far."""
+        every, limit = self._config.progress_rows, self._config.row_limit
+        offset = 0
+        while offset < batch.num_rows and rows < limit:
+            take = min(batch.num_rows - offset, every - rows % every, limit - rows)
+            encoder.write(batch.slice(offset, take))
+            offset, rows = offset + take, rows + take
+            if rows % every == 0:
+                self._progress(run, rows)
+        return rows
 
     def _empty_schema(self, sql: ExportSql) -> pa.Schema:
         backend = self._ch.backend(Workload.EXPORT)

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 
 from tracehouse import __version__
 from tracehouse.auth import KeyVerifier
+from tracehouse.batch_export import api as batch_export_api
 from tracehouse.export import api as export_api
 from tracehouse.ingestion import api as ingestion_api
 from tracehouse.media import api as media_api
@@ -61,7 +62,17 @@ def create_app(
 
     _install_request_metrics(app, services)
     errors.install(app)
-    for module in (health, queues_api, usage_api, ingestion_api, queries_api, export_api, media_api, pricing_api):
+    for module in (
+        health,
+        queues_api,
+        usage_api,
+        ingestion_api,
+        queries_api,
+        export_api,
+        batch_export_api,
+        media_api,
+        pricing_api,
+    ):
         app.include_router(module.router)
     return app
 
