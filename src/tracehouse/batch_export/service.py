@@ -438,7 +438,11 @@ class BatchExportJob:
         record, sql, limit = run.record, run.sql, self._config.row_limit
         key = ExportStore.object_key(record)
         batches = self._ch.stream_blocking(
-            sql.rows, sql.params, workload=Workload.EXPORT, settings=query_settings(), batch_rows=self._config.progress_rows
+            sql.rows,
+            sql.params,
+            workload=Workload.EXPORT,
+            settings=query_settings(),
+            batch_rows=self._config.progress_rows,
         )
         with closing(batches), self._store.blobs.open_sync_writer(key, part_size=self._store.part_size) as raw:  # type: ignore[type-var]
             sink = HashingSink(raw)
