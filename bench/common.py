@@ -35,6 +35,7 @@ run never replaces the real figures.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -51,7 +52,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 QUICK_DIR = RESULTS_DIR / "quick"  # --quick runs never overwrite the real figures
-ORDER = ("queue_throughput", "ingest", "export", "query")  # how run_all runs them and the chart lists them
+ORDER = ("queue_throughput", "ingest", "export", "query", "isolation")  # how run_all runs them and the chart lists them
 OPS = {">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}
 
 
@@ -155,7 +156,25 @@ def _git() -> dict[str, Any]:
 
     commit = run("rev-parse", "HEAD")
     status = run("status", "--porcelain", "--", "src")
-    return {"commit": commit, "src_dirty": None if status is None else bool(status)}
+    found = {"commit": commit, "src_dirty": None if status is None else bool(status)}
+    # The code measured is the tracehouse that imports (PYTHONPATH may point at another checkout).
+    spec = importlib.util.find_spec("tracehouse")
+    package = Path(spec.origin).resolve().parent if spec and spec.origin else None
+    if package is not None and not package.is_relative_to(REPO_DIR):
+        tree = package.parent.parent  # <checkout>/src/tracehouse
+        other = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(tree), "status", "--porcelain", "--", "src"], capture_output=True, text=True, timeout=10
+        )
+        found = {
+            "commit": other.stdout.strip() or None,
+            "src_dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None,
+            "src_path": str(package),
+            "bench_commit": commit,
+        }
+    return found
 
 
 class Recorder:
