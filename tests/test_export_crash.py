@@ -54,12 +54,12 @@ QUARTER = timedelta(minutes=15)
 class Child:
     """One `export_child.py` process; stdout lines are collected as they arrive, stderr goes to a file."""
 
-    def __init__(self, tmp_path: Path, name: str, *args: str) -> None:
+    def __init__(self, tmp_path: Path, name: str, *args: str, script: Path = CHILD) -> None:
         self.name = name
         self.err_path = tmp_path / f"{name}.stderr"
         with self.err_path.open("w") as err:
             self.popen = subprocess.Popen(
-                [sys.executable, str(CHILD), *args], cwd=CHILD.parent, stdout=subprocess.PIPE, stderr=err, text=True
+                [sys.executable, str(script), *args], cwd=script.parent, stdout=subprocess.PIPE, stderr=err, text=True
             )
         self.out: list[str] = []
         self._ended = False  # the end-of-output marker was taken from the queue
