@@ -322,6 +322,22 @@ async def test_export_user_runs_with_its_profile_and_the_stricter_limit(engine: 
     assert entries and entries[0]["profile"] == "tracehouse_export"
     ran = [e for e in entries if "getSetting('max_threads')" in e["query"]]
     assert all(e["settings"]["max_threads"] == "2" and e["client_settings"]["max_threads"] == "10" for e in ran)
+    # Query texts carry data: a workload user reads only its own entries, the operator's reads all.
+    own = httpx.get(
+        f"{engine.url}/engine/query_log",
+        params={"user_name": "tracehouse_export", "limit": "1000"},
+        auth=("tracehouse_interactive", PASSWORDS["tracehouse_interactive"]),
+        timeout=10,
+    )
+    assert (
+        own.status_code == 200
+        and own.text == ""
+        and {e["user"] for e in query_log(engine, limit="1000")}
+        >= {
+            "tracehouse_export",
+            "tracehouse_interactive",
+        }
+    )
 
 
 def test_constraints_wrong_passwords_and_unknown_users(engine: Engine) -> None:

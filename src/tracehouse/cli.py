@@ -39,6 +39,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts say "[env: PORT; default 3000]": plain text, not markup
 )
 projects_app = typer.Typer(help="Manage projects.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage project API keys (Langfuse pk-lf-/sk-lf- pairs).", no_args_is_help=True)

@@ -65,6 +65,7 @@ MAX_INSERT_HEADER_BYTES = 1 << 20
 INSERT_APPEND_BYTES = 1 << 20
 FIRST_READ_BYTES = 64 << 10  # read in the first thread hop, with the query's start
 TAG_KEY = "engine_query_id"
+ADMIN_USER = "default"  # the operator's user (as in ClickHouse): reads every user's query log entries
 _TRUE = ("1", "true", "True")
 
 
@@ -150,14 +151,16 @@ class EngineApp:
     async def _query_log(self, request: Request, send: Send) -> None:
         responder = Responder(send, head=request.method == "HEAD", base_headers=self._base_headers())
         try:
-            self._authenticate(request)
+            user = self._authenticate(request)
         except EngineError as exc:
             await responder.error(exc, exc.http_status(self.state.error_names), close=False)
             return
         # `user` and `password` are credentials, as everywhere in ClickHouse's interface.
         keys = {"user_name": "user", "query_id": "query_id", "status": "status", "profile": "profile"}
         filters = {keys[k]: v for k, v in request.params.items() if k in keys}
-        rows = self.state.query_log.select(filters, int(request.params.get("limit", "100")))
+        # Query texts carry other users' data: a user other than the operator's sees only its own.
+        others = user.name != ADMIN_USER and filters.setdefault("user", user.name) != user.name
+        rows = [] if others else self.state.query_log.select(filters, int(request.params.get("limit", "100")))
         await responder.whole(200, [("content-type", "application/x-ndjson")], json_lines(rows), encoding=None)
 
     def _authenticate(self, request: Request) -> User:
