@@ -89,6 +89,17 @@ def test_compose_runs_each_role_as_its_own_service_with_real_settings():
         for key in ("CLICKHOUSE_URL", "TRACEHOUSE_CLICKHOUSE_INGESTION_URL", "CLICKHOUSE_EXPORT_URL")
     }
     assert len(users) == 3, users
+    # Each user's password reaches the ClickHouse server (the users file reads it from_env) and is
+    # the one in tracehouse's URL for that user.
+    import re
+
+    wanted = set(re.findall(r'from_env="([A-Z_]+)"', (DEPLOY / "clickhouse-users.xml").read_text()))
+    server_env = services["clickhouse"]["environment"]
+    assert wanted and wanted <= set(server_env), wanted - set(server_env)
+    for key in ("CLICKHOUSE_URL", "TRACEHOUSE_CLICKHOUSE_INGESTION_URL", "CLICKHOUSE_EXPORT_URL"):
+        user, password = env[key].split("//")[1].split("@")[0].split(":", 1)
+        variable = f"TRACEHOUSE_CH_{user.removeprefix('tracehouse_').upper()}_PASSWORD"
+        assert server_env[variable] == password, (key, variable)
 
 
 def test_kubernetes_manifests_run_each_role_with_probes_and_resources():
