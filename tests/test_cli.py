@@ -319,7 +319,12 @@ def test_doctor_reports_dependencies_queues_and_the_settings_each_class_gets(tmp
     report = json.loads(result.stdout)
     assert report["ok"] is True and set(report["dependencies"].values()) == {"ok"}
     assert report["role"] == "export"
-    assert set(report["queues"]) == {"blobstorage-integration-queue", "blobstorage-integration-processing-queue"}
+    assert set(report["queues"]) == {
+        "blobstorage-integration-queue",
+        "blobstorage-integration-processing-queue",
+        "batch-export-queue",
+        "batch-export-cleanup-queue",
+    }
     classes = {c["workload"]: c for c in report["classes"]}
     assert set(classes) == {"interactive", "ingestion", "export"}
     assert classes["interactive"]["applied"]["max_threads"] == "1"  # what we set is what the engine applied
