@@ -1,6 +1,6 @@
 """Run every benchmark, each in its own process, then draw bench/results/latest.png.
 
-    .venv/bin/python -m bench.run_all                     # all, modest sizes (about 40 minutes on 2 idle cores)
+    .venv/bin/python -m bench.run_all                     # all, modest sizes (about 37 minutes on 2 idle cores)
     .venv/bin/python -m bench.run_all --quick             # all, tiny sizes: a smoke run of the whole chain
     .venv/bin/python -m bench.run_all ingest query        # a subset (also: --skip export,query)
     .venv/bin/python -m bench.run_all --list              # what would run, with the arguments
@@ -42,8 +42,8 @@ BENCHMARKS = (
     # Two rounds: each mode once first and once second, so neither always gets the warm cache.
     Benchmark("export", ("--sizes", "1000000,2000000", "--rounds", "2"), 450),
     Benchmark("query", ("--traces", "1000000"), 390),
-    # Three topologies x four phases (idle, ingestion, catch-up export, both) on 1M traces.
-    Benchmark("isolation", ("--traces", "1000000"), 1500, takes_redis=True),
+    # Three topologies x four phases (idle, ingestion, catch-up export, both) on 200k traces.
+    Benchmark("isolation", ("--traces", "200000"), 1200, takes_redis=True),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 
