@@ -78,7 +78,11 @@ async def test_per_queue_flag_switches_a_consumer_off(services):
         crons=[],
     )
     try:
-        assert set(runner.queue_names) == {"blobstorage-integration-queue", "blobstorage-integration-processing-queue"}
+        assert set(runner.queue_names) == {
+            "blobstorage-integration-queue",
+            "blobstorage-integration-processing-queue",
+            "batch-export-cleanup-queue",
+        }
     finally:
         await runner.shutdown(5)
 

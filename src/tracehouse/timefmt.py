@@ -10,12 +10,14 @@ def api_time(value: datetime | None) -> str | None:
     if value is None:
         return None
     value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # The year by hand: strftime's %Y does not pad years before 1000 on glibc ("314-05-01").
+    return f"{value.year:04d}" + value.strftime("-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 def ch_time(value: datetime) -> str:
     """A `DateTime64(3)` query parameter, in UTC."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    value = value.astimezone(UTC)
+    return f"{value.year:04d}" + value.strftime("-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def within_datetime64(moment: datetime) -> bool:
