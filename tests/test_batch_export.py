@@ -38,6 +38,7 @@ from tracehouse.batch_export import service as batch_service
 from tracehouse.batch_export.models import CreateBatchExportRequest, Status
 from tracehouse.batch_export.notify import Mailer
 from tracehouse.batch_export.service import BatchExportJob, JobConfig, create_export, get_record, request_cancel
+from tracehouse.batch_export.sources import TimeRange, plan_ranges
 from tracehouse.batch_export.storage import build_export_store
 from tracehouse.batch_export.worker import cleanup_cron
 from tracehouse.cron import run_cron
@@ -176,10 +177,12 @@ def client_of(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
 
-def export_job(services: Any, clock: Any = None, **changes: Any) -> BatchExportJob:
+def export_job(services: Any, clock: Any = None, range_rows: int | None = None, **changes: Any) -> BatchExportJob:
     """The job as the worker builds it, over `services`' settings with `changes`."""
     settings = services.settings.model_copy(update=changes)
     config = JobConfig.from_settings(settings)
+    if range_rows is not None:
+        config = dataclasses.replace(config, range_rows=range_rows)
     return BatchExportJob(
         clickhouse=services.clickhouse,
         metadata=services.metadata,
@@ -677,3 +680,40 @@ async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
     return int(process.returncode or 0), stdout.decode(), stderr.decode()
+
+
+def test_time_ranges_are_whole_days_and_busy_days_whole_hours_in_the_export_order() -> None:
+    day = datetime(2026, 11, 1, tzinfo=UTC)
+    hours = [(day + timedelta(hours=h), 2) for h in (1, 5)]  # a quiet day: 4 rows
+    hours += [(day + timedelta(days=1, hours=h), n) for h, n in ((0, 3), (1, 2), (2, 9), (7, 1))]  # busy: 15
+    ascending = plan_ranges(hours, descending=False, range_rows=5)
+    assert ascending == [
+        TimeRange(day, day + timedelta(days=1), 4),
+        TimeRange(day + timedelta(days=1), day + timedelta(days=1, hours=2), 5),
+        TimeRange(day + timedelta(days=1, hours=2), day + timedelta(days=1, hours=7), 9),  # one hour above: alone
+        TimeRange(day + timedelta(days=1, hours=7), day + timedelta(days=1, hours=8), 1),
+    ]
+    assert all(a.end == b.start for a, b in zip(ascending[1:], ascending[2:], strict=False))  # no gaps in a day
+    assert plan_ranges(hours, descending=True, range_rows=5) == ascending[::-1]
+    assert plan_ranges([], descending=True) == []
+
+
+@pytest.mark.parametrize("order_by", [None, "timestamp.asc", "name.desc"])
+async def test_an_export_read_in_time_ranges_keeps_the_lists_order(
+    services: Any, project: Any, order_by: str | None
+) -> None:
+    """Rows over three days, busy hours and ties on the timestamp: the file in the list's order."""
+    project_id, headers = project
+    app = create_app(services)
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
+    rows = []
+    for i in range(60):
+        ts = base + timedelta(days=i % 3, hours=(i % 7) % 3, minutes=i % 2)  # several rows share a time
+        rows.append({"id": f"t{i:02d}", "event_ts": base, "timestamp": ts, "name": f"n{i % 5}"})
+    await write_rows(services.clickhouse, "traces", project_id, rows)
+    export_id = await create(services, project_id, tableName="traces", filter={}, format="JSONL", orderBy=order_by)
+    job = export_job(services, range_rows=4)
+    assert (await job.run(export_id))["rows"] == 60
+    exported = rows_in(await read_file(job, export_id), "JSONL", False)
+    params = {"orderBy": order_by} if order_by else {}
+    assert [r["id"] for r in exported] == [a["id"] for a in await api_items(app, headers, "/api/public/traces", params)]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,7 +48,7 @@ from tracehouse.batch_export.models import (
     Status,
 )
 from tracehouse.batch_export.notify import Mailer, completed_notice, failed_notice
-from tracehouse.batch_export.sources import ExportSql, export_sql, query_settings
+from tracehouse.batch_export.sources import RANGE_ROWS, ExportSql, TimeRange, export_sql, plan_ranges, query_settings
 from tracehouse.batch_export.storage import ExportStore, StoredFile
 from tracehouse.batch_export.tables import BatchExport
 from tracehouse.clickhouse import ClickHouse, ClickHouseError, Workload
@@ -65,6 +65,7 @@ from tracehouse.settings import Settings
 
 JOB_NAME = "batch-export-job"  # Langfuse's
 STALE_AFTER = timedelta(days=30)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROGRESS_ROWS = 5_000
 RUNNABLE = (Status.QUEUED, Status.PROCESSING, Status.FAILED)  # FAILED: a retry of a failed attempt
 DISABLED = "batch export is disabled on this server (LANGFUSE_S3_BATCH_EXPORT_ENABLED=false)"
@@ -301,6 +302,7 @@ class JobConfig:
     row_group_rows: int
     link_ttl: timedelta
     progress_rows: int = PROGRESS_ROWS
+    range_rows: int = RANGE_ROWS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobConfig:
@@ -322,6 +324,7 @@ class _Run:
     loop: asyncio.AbstractEventLoop
     total: int = 0
     truncated: bool = False
+    ranges: list[TimeRange] = dataclasses.field(default_factory=list)  # when read in time ranges
 
 
 class BatchExportJob:
@@ -400,10 +403,7 @@ class BatchExportJob:
 
     async def _export(self, run: _Run) -> dict[str, Any]:
         record = run.record
-        counted = await self._ch.query(
-            run.sql.count, run.sql.params, workload=Workload.EXPORT, settings=query_settings()
-        )
-        matched = int(counted[0]["n"])
+        matched = await self._count(run)
         run.total, run.truncated = min(matched, self._config.row_limit), matched > self._config.row_limit
         if not await asyncio.to_thread(
             record_progress, self._metadata, record.id, 0, total_rows=run.total, truncated=run.truncated
@@ -433,18 +433,34 @@ class BatchExportJob:
             await self._notify(done, *completed_notice(done, url, rows, run.truncated, self._config.row_limit))
         return {"rows": rows, "totalRows": run.total, "truncated": run.truncated, "sizeBytes": stored.size_bytes}
 
+    async def _count(self, run: _Run) -> int:
+        """How many rows match; for an export read in time ranges, also plan the ranges."""
+        sql, settings = run.sql, query_settings()
+        if sql.hours is None:
+            counted = await self._ch.query(sql.count, sql.params, workload=Workload.EXPORT, settings=settings)
+            return int(counted[0]["n"])
+        per_hour = await self._ch.query(sql.hours, sql.params, workload=Workload.EXPORT, settings=settings)
+        hours = [(datetime.fromtimestamp(int(r["h"]), UTC), int(r["n"])) for r in per_hour]
+        run.ranges = plan_ranges(hours, sql.descending, self._config.range_rows)
+        return sum(n for _, n in hours)
+
+    def _batches(self, run: _Run) -> Generator[pa.RecordBatch]:
+        """The export's rows in order: one query, or one per time range (each sorted on its own)."""
+        sql, every = run.sql, self._config.progress_rows
+        chunks = [sql.params] if sql.hours is None else [{**sql.params, **r.params()} for r in run.ranges]
+        for params in chunks:
+            batches = self._ch.stream_blocking(
+                sql.rows, params, workload=Workload.EXPORT, settings=query_settings(), batch_rows=every
+            )
+            with closing(batches):  # type: ignore[type-var]  # a generator, typed as an Iterator
+                yield from batches
+
     def _write(self, run: _Run) -> tuple[StoredFile, int]:
         """Blocking (a worker thread): stream the rows through the encoder into one upload."""
         record, sql, limit = run.record, run.sql, self._config.row_limit
         key = ExportStore.object_key(record)
-        batches = self._ch.stream_blocking(
-            sql.rows,
-            sql.params,
-            workload=Workload.EXPORT,
-            settings=query_settings(),
-            batch_rows=self._config.progress_rows,
-        )
-        with closing(batches), self._store.blobs.open_sync_writer(key, part_size=self._store.part_size) as raw:  # type: ignore[type-var]
+        batches = self._batches(run)
+        with closing(batches), self._store.blobs.open_sync_writer(key, part_size=self._store.part_size) as raw:
             sink = HashingSink(raw)
             encoder = open_encoder(
                 record.format,
@@ -477,9 +493,9 @@ class BatchExportJob:
 
     def _empty_schema(self, sql: ExportSql) -> pa.Schema:
         backend = self._ch.backend(Workload.EXPORT)
-        empty = backend.query_arrow(
-            f"SELECT * FROM ({sql.rows}) LIMIT 0", sql.params, self._ch.settings_for(Workload.EXPORT, query_settings())
-        )
+        params = sql.params if sql.hours is None else {**sql.params, **TimeRange(EPOCH, EPOCH, 0).params()}
+        settings = self._ch.settings_for(Workload.EXPORT, query_settings())
+        empty = backend.query_arrow(f"SELECT * FROM ({sql.rows}) LIMIT 0", params, settings)
         return pa.schema([field.with_name(name) for field, name in zip(empty.schema, sql.names, strict=True)])
 
     def _progress(self, run: _Run, rows: int) -> None:

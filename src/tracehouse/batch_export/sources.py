@@ -11,7 +11,17 @@ the same moment, so the whole query sees one consistent state.
 
 The versions of a row share its sort key (the time column is immutable), so reading in sort-key
 order with `event_ts DESC` and `LIMIT 1 BY id` picks the newest version while streaming from the
-parts; the result is then sorted in the list's order, spilling to disk past `SPILL_BYTES`.
+parts; the result is then sorted in the list's order.
+
+**In time ranges.** Sorting the whole export at once would hold it all in memory: embedded chDB
+does not spill sorts to disk (`max_bytes_before_external_sort` is accepted but has no effect; a
+real ClickHouse server spills past `SPILL_BYTES`). When the list's order leads with the table's
+time column (the default of every table but sessions), the export is read instead as a sequence
+of time ranges, each sorted on its own and concatenated in order: one range per day (the sort
+key's date prefix, so each range reads only its own parts' granules, and every row is read
+once), and a day holding more than `RANGE_ROWS` rows is cut into ranges of whole hours. Memory
+then follows the largest range, not the export. Other orders (traces by name, ...) and sessions
+are one sorted query.
 
 **What each row holds.** The fields of the list route's items that the row itself holds, named and
 valued as the read API answers them (traces as GET /api/public/traces, observations as v1
@@ -24,7 +34,7 @@ are not exported: they are not the row's data, and the price list is not pinned 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -43,6 +53,8 @@ from tracehouse.queries.sql import (
 from tracehouse.timefmt import ch_time
 
 AS_OF = "batch_export_as_of"  # the snapshot moment's parameter (not a name the read API binds)
+RANGE_FROM, RANGE_TO = "batch_export_from", "batch_export_to"  # one time range's bounds, [from, to)
+RANGE_ROWS = 100_000  # a day with more rows than this is exported in ranges of whole hours
 SPILL_BYTES = 256 * 1024 * 1024  # sorts and groupings past this go to disk: memory stays flat
 PINNED_TABLES = ("traces", "observations", "scores")
 
@@ -181,28 +193,74 @@ _ORDER = {
 
 @dataclass(frozen=True)
 class ExportSql:
-    rows: str  # the export's rows in order; output columns are c0, c1, ... (see `COLUMNS`)
-    count: str  # how many rows that is
+    rows: str  # the rows in order (of one time range when `hours` is set); columns c0, c1, ...
+    count: str  # how many rows the whole export holds
     params: dict[str, Any]
     columns: tuple[Column, ...]
+    hours: str | None = None  # rows per hour (h: Unix seconds, n), when the export is read in time ranges
+    descending: bool = True  # the order of the time ranges
 
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
 
 
+@dataclass(frozen=True)
+class TimeRange:
+    start: datetime
+    end: datetime  # exclusive
+    rows: int
+
+    def params(self) -> dict[str, str]:
+        return {RANGE_FROM: ch_time(self.start), RANGE_TO: ch_time(self.end)}
+
+
+# The time column each table's list order leads with (sessions are grouped: one query).
+TIME_COLUMNS = {TableName.TRACES: "timestamp", TableName.OBSERVATIONS: "start_time", TableName.SCORES: "timestamp"}
+
+
 def export_sql(table: TableName, query: Query, order: TraceOrder | None, project_id: str, as_of: datetime) -> ExportSql:
     where, source, order_by = _source(table, query, order)
     params = {**where.params, "p": project_id, AS_OF: ch_time(as_of)}
-    base = pin_to_snapshot(f"FROM {source} WHERE {where.sql}")
     columns = COLUMNS[table]
     select = ", ".join(f"{c.sql} AS c{i}" for i, c in enumerate(columns))
+    whole = pin_to_snapshot(f"FROM {source} WHERE {where.sql}")
+    time_column = TIME_COLUMNS.get(table)
+    if time_column is None or not order_by.startswith(f"{time_column} "):
+        return ExportSql(
+            f"SELECT {select} {whole} ORDER BY {order_by}", f"SELECT count() AS n {whole}", params, columns
+        )
+    # The range goes into the main table's snapshot (the filter's other tables are read whole).
+    ranged = pin_to_snapshot(f"FROM {_pinned(table, time_column)} WHERE {where.sql}")
     return ExportSql(
-        rows=f"SELECT {select} {base} ORDER BY {order_by}",
-        count=f"SELECT count() AS n {base}",
+        rows=f"SELECT {select} {ranged} ORDER BY {order_by}",
+        count=f"SELECT count() AS n {whole}",
         params=params,
         columns=columns,
+        hours=f"SELECT toUnixTimestamp(toStartOfHour({table}.{time_column})) AS h, count() AS n {whole} GROUP BY h",
+        descending=order_by.startswith(f"{time_column} DESC"),
     )
+
+
+def plan_ranges(hours: list[tuple[datetime, int]], descending: bool, range_rows: int = RANGE_ROWS) -> list[TimeRange]:
+    """Time ranges in the export's order: one per day, a day above `range_rows` in whole hours
+    packed up to `range_rows` (an hour above it stands alone). `hours`: (hour start, rows)."""
+    days: dict[datetime, list[tuple[datetime, int]]] = {}
+    for hour, n in sorted(hours):
+        days.setdefault(hour.replace(hour=0), []).append((hour, n))
+    ranges: list[TimeRange] = []
+    for day, counts in days.items():
+        if sum(n for _, n in counts) <= range_rows:
+            ranges.append(TimeRange(day, day + timedelta(days=1), sum(n for _, n in counts)))
+            continue
+        start, rows = counts[0][0], 0
+        for hour, n in counts:
+            if rows and rows + n > range_rows:
+                ranges.append(TimeRange(start, hour, rows))
+                start, rows = hour, 0
+            rows += n
+        ranges.append(TimeRange(start, counts[-1][0] + timedelta(hours=1), rows))
+    return ranges[::-1] if descending else ranges
 
 
 def query_settings() -> dict[str, Any]:
@@ -225,21 +283,31 @@ def _source(table: TableName, query: Query, order: TraceOrder | None) -> tuple[F
     return where, f"({grouped}) AS sessions", _ORDER[table]
 
 
-def snapshot(table: str) -> str:
-    """The newest version of each id of the project written at or before the snapshot moment."""
+def snapshot(table: str, time_column: str | None = None) -> str:
+    """The newest version of each id of the project written at or before the snapshot moment
+    (with `time_column`: of the ids whose time lies in the range [RANGE_FROM, RANGE_TO))."""
     spec = catalog.table(table)
     order = ", ".join((*spec.sorting_key[1:], f"{spec.version_column} DESC"))
+    in_range = (
+        f"AND {time_column} >= {{{RANGE_FROM}:DateTime64(3)}} AND {time_column} < {{{RANGE_TO}:DateTime64(3)}} "
+        if time_column
+        else ""
+    )
     return (
-        f"SELECT * FROM {table} WHERE project_id = {{p:String}} "
+        f"SELECT * FROM {table} WHERE project_id = {{p:String}} {in_range}"
         f"AND {spec.version_column} <= {{{AS_OF}:DateTime64(3)}} ORDER BY {order} LIMIT 1 BY id"
     )
+
+
+def _pinned(table: str, time_column: str | None = None) -> str:
+    return f"(SELECT * FROM ({snapshot(table, time_column)}) WHERE is_deleted = 0) AS {table}"
 
 
 def pin_to_snapshot(sql: str) -> str:
     """Every `<table> FINAL` the read API's SQL reads becomes that table as of the snapshot (its
     live rows: a tombstone as the newest version hides the id, as FINAL does)."""
     for table in PINNED_TABLES:
-        sql = sql.replace(f"{table} FINAL", f"(SELECT * FROM ({snapshot(table)}) WHERE is_deleted = 0) AS {table}")
+        sql = sql.replace(f"{table} FINAL", _pinned(table))
     if "FINAL" in sql:  # a read of some other table: it would not be pinned, so refuse to guess
         raise ValueError(f"the export query reads a table it cannot pin to its snapshot: {sql[:300]}")
     return sql
