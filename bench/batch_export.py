@@ -6,7 +6,8 @@
 
 For each size N, a loader process fills a scratch embedded ClickHouse (a temporary folder under
 /tmp, deleted afterwards) with N traces of one project, written with `INSERT ... SELECT FROM
-numbers()` in 100k-row chunks, then `OPTIMIZE TABLE traces FINAL` so that no background merge runs
+numbers()` in 100k-row chunks, timestamps spread over N / 25,000 days (a fixed density: doubling
+the data doubles the history), then `OPTIMIZE TABLE traces FINAL` so that no background merge runs
 while we measure. Each trace has an input of about 1.1 KB and an output of about 0.7 KB (chat
 messages: prose-like words plus random characters), a 5-key metadata map (plain text and JSON
 values), tags, user, session, release and version. Every `event_ts` is in the past, so an export
@@ -20,7 +21,8 @@ and a fresh process gives a per-export peak RSS), in alternating order:
   the record's progress every 5,000 rows, the rows through `open_encoder` into
   `store.blobs.open_sync_writer` (the LOCAL export store, multipart writer, SHA-256), the signed
   link and the COMPLETED record;
-- bare: the same SQL (`export_sql` for the same request, as of now) streamed by
+- bare: the same SQL (`export_sql` for the same request, as of now; its per-hour count and one
+  query per time range, as the job reads a time-ordered export) streamed by
   `ClickHouse.stream_blocking` (export workload class, the same query settings and batch rows)
   through `named` and the same encoder into a plain local file opened with `open()`: no record, no
   count, no progress, no multipart store, no hash.
@@ -50,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,7 +65,7 @@ from tracehouse.batch_export.formats import named, open_encoder
 from tracehouse.batch_export.models import CreateBatchExportRequest, FileFormat, Status, TableName
 from tracehouse.batch_export.notify import Mailer
 from tracehouse.batch_export.service import BatchExportJob, JobConfig, create_export, get_record
-from tracehouse.batch_export.sources import export_sql, query_settings
+from tracehouse.batch_export.sources import export_sql, plan_ranges, query_settings
 from tracehouse.batch_export.storage import build_export_store
 from tracehouse.clickhouse import ClickHouse, Workload, migrate_clickhouse
 from tracehouse.export.formats import HashingSink
@@ -78,7 +80,10 @@ else:  # python bench/batch_export.py: bench/ is on sys.path
 
 PROJECT = "bench-batch-export"
 CHUNK = 100_000  # rows per INSERT ... SELECT
-SPREAD_MS = 7 * 86_400_000  # trace timestamps over the 7 days before the base
+DAY_MS = 86_400_000
+# Trace timestamps spread over the days before the base at a fixed density, so doubling the data
+# doubles the history (as a project's data grows), not the rows of each day.
+ROWS_PER_DAY = 25_000
 RESULT = "BENCH_RESULT "
 MiB = 1024 * 1024
 FORMATS = "CSV,JSON,JSONL,PARQUET,JSONL+gzip"
@@ -127,7 +132,7 @@ class Fmt:
         return cls(fmt, bool(gz))
 
 
-def _insert_sql(offset: int, count: int, base_ms: int) -> str:
+def _insert_sql(offset: int, count: int, base_ms: int, spread_ms: int) -> str:
     """N traces: input ~1.1 KB and output ~0.7 KB of chat JSON, metadata with 5 keys."""
     vocab = "[" + ",".join(f"'{w}'" for w in _WORDS) + "]"
     words = len(_WORDS)
@@ -142,7 +147,7 @@ def _insert_sql(offset: int, count: int, base_ms: int) -> str:
 INSERT INTO traces (id, timestamp, name, user_id, metadata, release, version, project_id, environment,
     public, bookmarked, tags, input, output, session_id, created_at, updated_at, event_ts, is_deleted)
 WITH {vocab} AS vocab,
-     fromUnixTimestamp64Milli(toInt64({base_ms} - (number * 7919) % {SPREAD_MS})) AS ts
+     fromUnixTimestamp64Milli(toInt64({base_ms} - (number * 7919) % {spread_ms})) AS ts
 SELECT
     concat('trace-', leftPad(toString(number), 10, '0')),
     ts,
@@ -212,7 +217,8 @@ async def _load(args: argparse.Namespace) -> None:
     try:
         await migrate_clickhouse(ch)
         for offset in range(0, args.rows, CHUNK):
-            sql = _insert_sql(offset, min(CHUNK, args.rows - offset), base_ms)
+            spread_ms = max(1, -(-args.rows // ROWS_PER_DAY)) * DAY_MS
+            sql = _insert_sql(offset, min(CHUNK, args.rows - offset), base_ms, spread_ms)
             await ch.command(sql, workload=Workload.INGESTION, settings=long)
         inserted = time.perf_counter()
         await ch.command("OPTIMIZE TABLE traces FINAL", workload=Workload.INGESTION, settings=long)
@@ -268,10 +274,24 @@ def _bare(args: argparse.Namespace) -> None:
     path = args.run_dir / f"bare.{fmt.format.extension(fmt.gzipped)}"
     before = _rss()
 
+    def ranged() -> Generator[pa.RecordBatch]:
+        """The same query as the job's: per time range when the export is read in ranges."""
+        chunks = [sql.params]
+        if sql.hours is not None:
+            merged = ch.settings_for(Workload.EXPORT, query_settings())
+            per_hour = ch.backend(Workload.EXPORT).query_arrow(sql.hours, sql.params, merged).to_pylist()
+            hours = [(datetime.fromtimestamp(int(r["h"]), UTC), int(r["n"])) for r in per_hour]
+            ranges = plan_ranges(hours, sql.descending, config.range_rows)
+            chunks = [{**sql.params, **r.params()} for r in ranges]
+        for params in chunks:
+            batches = ch.stream_blocking(
+                sql.rows, params, workload=Workload.EXPORT, settings=query_settings(), batch_rows=config.progress_rows
+            )
+            with closing(batches):
+                yield from batches
+
     def export() -> int:
-        batches = ch.stream_blocking(
-            sql.rows, sql.params, workload=Workload.EXPORT, settings=query_settings(), batch_rows=config.progress_rows
-        )
+        batches = ranged()
         rows = 0
         with closing(batches), open(path, "wb") as out:
             encoder = open_encoder(
