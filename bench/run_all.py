@@ -38,7 +38,7 @@ class Benchmark:
 # In the order they run (common.ORDER, which the chart follows): cheapest first, so a broken setup shows up early.
 BENCHMARKS = (
     Benchmark("queue_throughput", ("--jobs", "10000", "--rounds", "3"), 60, takes_redis=True),
-    Benchmark("ingest", ("--traces", "20000"), 90, takes_redis=True),
+    Benchmark("ingest", ("--traces", "20000"), 180, takes_redis=True),  # serve, then --single-process
     # Two rounds: each mode once first and once second, so neither always gets the warm cache.
     Benchmark("export", ("--sizes", "1000000,2000000", "--rounds", "2"), 450),
     Benchmark("query", ("--traces", "1000000"), 390),
