@@ -353,7 +353,7 @@ async def _job(args: argparse.Namespace) -> None:
     seconds, cpu = time.perf_counter() - started, _cpu_s() - cpu
     ch.close()
     metadata.dispose()
-    exported = args.run_dir / "exports" / "bench"
+    exported = args.run_dir / "exports"  # <project>/<bucketName>/ below it (older layouts: <bucketName>/)
     observations = sum(p.stat().st_size for p in exported.rglob("observations/*.parquet"))
     total = sum(p.stat().st_size for p in exported.rglob("*") if p.is_file())
     rows = 0
