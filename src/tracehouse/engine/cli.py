@@ -27,6 +27,16 @@ def engine(
         typer.Option(help="ClickHouse users file (users, profiles, quotas); default: user 'default', no password."),
     ] = None,
     max_concurrent_queries: Annotated[int, typer.Option(help="Queries running at once; more wait up to 10 s.")] = 64,
+    background_wait_ms: Annotated[
+        int,
+        typer.Option(
+            help="Admission: a background query (priority > 1, the ingestion and export profiles) waits up to "
+            "this long while interactive queries run or wait; 0 turns it off "
+            "[env: TRACEHOUSE_ENGINE_BACKGROUND_WAIT_MS; default 0].",
+            envvar="TRACEHOUSE_ENGINE_BACKGROUND_WAIT_MS",
+            min=0,
+        ),
+    ] = 0,
     log_level: Annotated[
         str, typer.Option(help="debug, info, warning or error.", envvar="TRACEHOUSE_LOG_LEVEL")
     ] = "info",
@@ -38,7 +48,12 @@ def engine(
 
     configure_logging(log_level, "json")
     options = EngineOptions(
-        data_dir=data_dir, host=host, port=port, users_file=users_file, max_concurrent_queries=max_concurrent_queries
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        users_file=users_file,
+        max_concurrent_queries=max_concurrent_queries,
+        background_wait_ms=background_wait_ms,
     )
     try:
         run_engine(options)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tracehouse.engine import errors, formats, policy
+from tracehouse.engine.admission import Admission, is_background
 from tracehouse.engine.codecs import choose_encoding
 from tracehouse.engine.errors import EngineError, from_chdb
 from tracehouse.engine.pool import ChdbPool, Connection
@@ -83,10 +84,13 @@ class EngineState:
     timezone: str
     display_name: str
     queue_wait_s: float = 10.0
+    background_wait_s: float = 0.0  # see admission.py; 0 = background queries are not held back
     slots: asyncio.Semaphore = field(init=False)
+    admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.max_concurrent_queries)
+        self.admission = Admission(self.background_wait_s)
 
 
 @dataclass
@@ -178,9 +182,11 @@ class EngineApp:
             plan = await _plan(self.state, request, user, query_id)
             entry = _log_entry(plan)
             self.state.quotas.start(user, kind=_quota_kind(plan.stmt))
-            async with _slot(self.state):
-                run = QueryRun(self.state, request, plan, responder, entry)
-                await run.run()
+            async with self.state.admission.admit(is_background(plan.settings)) as waited:
+                entry.admission_wait_ms = round(waited * 1000, 1)
+                async with _slot(self.state):
+                    run = QueryRun(self.state, request, plan, responder, entry)
+                    await run.run()
             entry.status = "cancelled" if entry.cancel_reason else "finished"
         except (EngineError, ClientGone) as exc:
             error = exc if isinstance(exc, EngineError) else _cancelled("the client closed the connection")

@@ -36,6 +36,7 @@ class QueryLogEntry:
     exception_code: int = 0
     exception: str = ""
     cancel_reason: str = ""  # e.g. "client disconnected", "engine shutdown"
+    admission_wait_ms: float = 0.0  # a background query held back while interactive ones ran
 
 
 class QueryLog:

@@ -64,6 +64,7 @@ class EngineOptions:
     users_file: Path | None = None
     max_concurrent_queries: int = 64
     query_log_size: int = 10_000
+    background_wait_ms: int = 0  # admission.py: how long a background query yields to interactive ones
 
     @property
     def chdb_dir(self) -> Path:
@@ -123,6 +124,7 @@ def open_state(options: EngineOptions) -> EngineState:
         setting_defaults=defaults,
         timezone=timezone,
         display_name=socket.gethostname(),
+        background_wait_s=options.background_wait_ms / 1000,
     )
 
 
