@@ -147,6 +147,10 @@ def _ingest_and_read_back(base: str, public: str, secret: str) -> dict:
     raise AssertionError("the ingested trace never became readable")
 
 
+def _worker_roles(proc: Proc) -> set[str]:
+    return {json.loads(line)["role"] for line in list(proc.err) if '"worker_started"' in line}
+
+
 def test_serve_supervises_engine_web_and_workers_and_stops_them_all(tmp_path):
     port = free_port()
     data_dir = tmp_path / "data"
@@ -165,8 +169,12 @@ def test_serve_supervises_engine_web_and_workers_and_stops_them_all(tmp_path):
         # Separate processes: the engine owns chDB, web and one worker per role talk to it.
         pids = _role_pids(proc)
         assert set(pids) == {"engine", "web", "worker-ingestion", "worker-export", "redis"}, pids
-        roles = {json.loads(line)["role"] for line in proc.err if '"worker_started"' in line}
-        assert roles == {"ingestion", "export"}
+        # Each worker says which role it consumes once its queues run (a loaded machine may see the
+        # banner first: the banner waits for web, not for the workers).
+        deadline = time.monotonic() + 60
+        while (roles := _worker_roles(proc)) != {"ingestion", "export"} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert roles == {"ingestion", "export"}, proc.err[-20:]
         trace = _ingest_and_read_back(base, public, secret)
         assert (trace["name"], trace["userId"]) == ("through the engine", "u1")
 
