@@ -41,6 +41,8 @@ BENCHMARKS = (
     Benchmark("ingest", ("--traces", "20000"), 180, takes_redis=True),  # serve, then --single-process
     # Two rounds: each mode once first and once second, so neither always gets the warm cache.
     Benchmark("export", ("--sizes", "1000000,2000000", "--rounds", "2"), 450),
+    # ~13 min on 2 idle cores at these sizes (5 formats x 2 modes x 2 rounds, each in a fresh process).
+    Benchmark("batch_export", ("--sizes", "100000,200000", "--rounds", "2"), 1200),
     Benchmark("query", ("--traces", "1000000"), 390),
     # Three topologies x four phases (idle, ingestion, catch-up export, both) on 200k traces.
     Benchmark("isolation", ("--traces", "200000"), 1200, takes_redis=True),
