@@ -181,20 +181,8 @@ FROM numbers({offset}, {count})
 # --------------------------------------------------------------------------------------------
 # Child processes
 # --------------------------------------------------------------------------------------------
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _rss() -> dict[str, float]:
-    return {"rss_mib": _status_kib("VmRSS") / 1024, "hwm_mib": _status_kib("VmHWM") / 1024}
-
-
-def _cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
+_rss = common.process_memory  # this process's RSS and peak RSS (VmHWM), MiB
+_cpu_s = common.cpu_seconds
 
 
 def _report(result: dict[str, Any]) -> None:

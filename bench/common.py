@@ -270,3 +270,16 @@ def load_results(results_dir: Path = RESULTS_DIR) -> list[dict[str, Any]]:
             results.append(data)
     rank = {name: i for i, name in enumerate(ORDER)}
     return sorted(results, key=lambda r: (rank.get(r["benchmark"], len(ORDER)), r["benchmark"]))
+
+
+def process_memory() -> dict[str, float]:
+    """This process's resident memory now and at its peak (Linux VmRSS and VmHWM), in MiB."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    kib = {field: int(status.get(field, "0 kB").split()[0]) for field in ("VmRSS", "VmHWM")}
+    return {"rss_mib": kib["VmRSS"] / 1024, "hwm_mib": kib["VmHWM"] / 1024}
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU time of this process."""
+    times = os.times()
+    return times.user + times.system
