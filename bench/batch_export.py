@@ -48,7 +48,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -384,12 +383,7 @@ async def _job(args: argparse.Namespace) -> None:
 def _child(role: str, scratch: Path, rows: int, extra: list[str] | None = None, timeout: float = 3600) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", role, "--scratch", str(scratch)]
     command += ["--rows", str(rows), *(extra or [])]
-    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"{role} process failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return dict(json.loads(lines[-1][len(RESULT) :]))
+    return common.run_child(command, role, marker=RESULT, drop_env=_FOREIGN_ENV, timeout=timeout)
 
 
 @dataclasses.dataclass

@@ -283,3 +283,16 @@ def cpu_seconds() -> float:
     """User plus system CPU time of this process."""
     times = os.times()
     return times.user + times.system
+
+
+def run_child(
+    command: list[str], role: str, *, marker: str, drop_env: tuple[str, ...] = (), timeout: float = 3600
+) -> dict[str, Any]:
+    """Run one measuring child process; return the JSON it printed after `marker` (its last such
+    line). The variables in `drop_env` are removed, so a child cannot be pointed elsewhere."""
+    env = {k: v for k, v in os.environ.items() if k not in drop_env}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(marker)]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"{role} process failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return dict(json.loads(lines[-1][len(marker) :]))

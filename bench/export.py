@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -392,12 +391,7 @@ def _child(
         command += ["--row-group-rows", str(row_group_rows)]
     if run_dir is not None:
         command += ["--run-dir", str(run_dir)]
-    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"{role} process failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return dict(json.loads(lines[-1][len(RESULT) :]))
+    return common.run_child(command, role, marker=RESULT, drop_env=_FOREIGN_ENV, timeout=timeout)
 
 
 @dataclasses.dataclass
