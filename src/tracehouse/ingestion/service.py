@@ -167,36 +167,64 @@ _HISTORY_SQL = (
 class HistoryReader:
     """Reads entities' logged events for many concurrent jobs with few, bounded queries.
 
-    Each job needs the history of its entities before merging. One query per job made these lookups
-    most of ClickHouse's work (planning and index lookups over every part, ~50 times a second at
-    5k events/s), so jobs waiting in the same few milliseconds share one query. Reads are chunked to
-    `chunk_keys` entities per query (a 30,000-span trace is 15 modest queries, not one that times out),
-    and every tick runs on its own: a read never waits behind an earlier tick's slow queries.
+    Each job needs the history of its entities before merging. A lookup costs ClickHouse about the
+    same for 10 keys as for 1,000 (planning and index lookups over every part), so jobs share
+    queries: while `parallel` reads are in flight, new requests gather and go together in the next
+    one (one query per job made these lookups most of ClickHouse's work). Reads are chunked to
+    `chunk_keys` entities per query (a 30,000-span trace is 15 modest queries, not one that times
+    out), and requests that have waited `patience_s` for a slot start a read of their own: nobody
+    queues behind a slow read for long.
     """
 
     def __init__(
-        self, clickhouse: ClickHouse, *, linger_s: float = 0.005, chunk_keys: int = 2000, parallel: int = 2
+        self,
+        clickhouse: ClickHouse,
+        *,
+        linger_s: float = 0.005,
+        chunk_keys: int = 2000,
+        parallel: int = 2,
+        patience_s: float = 0.5,
     ) -> None:
         self._ch = clickhouse
         self._linger_s = linger_s
         self._chunk_keys = chunk_keys
-        self._parallel = parallel  # chunk queries in flight per tick
+        self._parallel = parallel  # reads in flight before new requests wait to share the next one
+        self._patience_s = patience_s
         self._waiting: list[_HistoryRequest] = []
-        self._tick: asyncio.Task[None] | None = None
-        self._ticks: set[asyncio.Task[None]] = set()  # strong refs: the loop only keeps weak ones
+        self._running = 0
+        self._scheduled: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop only keeps weak ones
 
     async def read(self, keys: set[EntityKey]) -> list[dict[str, Any]]:
-        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
         self._waiting.append((keys, future))
-        if self._tick is None:
-            self._tick = asyncio.create_task(self._serve_soon())
-            self._ticks.add(self._tick)
-            self._tick.add_done_callback(self._ticks.discard)
+        if self._scheduled is None:
+            # A free slot starts the read after a short linger; a full one waits for a slot to free,
+            # but not longer than the patience.
+            delay = self._linger_s if self._running < self._parallel else self._patience_s
+            self._scheduled = loop.call_later(delay, self._start)
         return await future
 
-    async def _serve_soon(self) -> None:
-        await asyncio.sleep(self._linger_s)
-        taken, self._waiting, self._tick = self._waiting, [], None  # later reads start a tick of their own
+    def _start(self) -> None:
+        self._scheduled = None
+        if not self._waiting:
+            return
+        taken, self._waiting = self._waiting, []
+        self._running += 1
+        task = asyncio.create_task(self._serve(taken))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._running -= 1
+        if self._waiting:  # requests gathered while the slots were full go now, together
+            if self._scheduled is not None:
+                self._scheduled.cancel()
+            self._start()
+
+    async def _serve(self, taken: list[_HistoryRequest]) -> None:
         keys = sorted(set().union(*(k for k, _ in taken)))
         chunks = [keys[i : i + self._chunk_keys] for i in range(0, len(keys), self._chunk_keys)]
         slots = asyncio.Semaphore(self._parallel)
