@@ -298,6 +298,107 @@ async def test_stalled_job_is_recovered_after_sigkill(services, redis_url):
         await client.aclose()
 
 
+def _runner(services, spec, processor):
+    return QueueRunner(
+        services.redis_connection,
+        [spec],
+        {spec.name: processor},
+        prefix=services.settings.redis_key_prefix,
+        metrics=services.metrics,
+    )
+
+
+async def _lose_lock_once_running(services, queue_name, job_id, calls):
+    """Fault injection: the lock lapses as in a starved process (deleted while the first run goes on)."""
+    assert await _wait(lambda: asyncio.sleep(0, len(calls) == 1))
+    await services.redis.delete(f"{services.settings.redis_key_prefix}:{queue_name}:{job_id}:lock")
+
+
+async def test_a_job_rerun_after_a_lost_lock_keeps_its_renewal(services):
+    """bullmq tracks lock renewals by job id: when the first run of a re-run job ended, it used to drop
+    the re-run's renewal, so the job stalled again and again until it was failed unrun."""
+    spec = QueueSpec(
+        "rerun-test",
+        RoleGroup.INGESTION,
+        concurrency=2,
+        lock_duration_ms=1000,
+        stalled_interval_ms=300,
+        max_stalled_count=5,
+    )
+    calls: list[str] = []
+    first_done = asyncio.Event()
+
+    async def process(job, token):
+        calls.append(token)
+        if len(calls) == 1:
+            await _wait(lambda: asyncio.sleep(0, len(calls) > 1))  # until the stall check re-ran it
+            first_done.set()
+            return "first"
+        await first_done.wait()
+        await asyncio.sleep(3)  # three lock durations: only renewals keep this run's lock
+        return "second"
+
+    queue = _queue(services, spec.name)
+    runner = _runner(services, spec, process)
+    await runner.start()
+    try:
+        job = await queue.add("j", {}, {})
+        await _lose_lock_once_running(services, spec.name, job.id, calls)
+        assert await _wait(lambda: _states(queue, [job.id], {"completed", "failed"}), timeout=20)
+        state, job = await queue.getJobState(job.id), await queue.getJob(job.id)
+    finally:
+        await runner.shutdown(5)
+        await queue.close()
+    assert len(calls) == 2 and calls[0] != calls[1], calls  # one stall, one re-run, no more
+    assert state == "completed" and job.returnvalue == "second"
+    assert job.stalledCounter == 1
+
+
+class _Blocking:
+    """A processor that never finishes on its own, and records what the runner hands to `abandoned`."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.abandoned_jobs: list[tuple[str, str]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, job, token):
+        self.calls.append(token)
+        await self.release.wait()
+
+    async def abandoned(self, job):
+        self.abandoned_jobs.append((job.id, job.deferredFailure))
+
+
+async def test_a_job_failed_for_stalling_reaches_the_abandoned_hook(services):
+    """bullmq fails a job that stalled more than `maxStalledCount` times without calling the processor;
+    the runner logs it and calls the processor's `abandoned` hook (ingestion dead-letters it there)."""
+    spec = QueueSpec(
+        "abandon-test",
+        RoleGroup.INGESTION,
+        concurrency=2,
+        lock_duration_ms=1000,
+        stalled_interval_ms=300,
+        max_stalled_count=0,
+    )
+    processor = _Blocking()
+    queue = _queue(services, spec.name)
+    runner = _runner(services, spec, processor)
+    await runner.start()
+    try:
+        job = await queue.add("j", {}, {"attempts": 3})
+        await _lose_lock_once_running(services, spec.name, job.id, processor.calls)
+        assert await _wait(lambda: asyncio.sleep(0, bool(processor.abandoned_jobs)), timeout=20)
+        state, stored = await queue.getJobState(job.id), await queue.getJob(job.id)
+    finally:
+        processor.release.set()
+        await runner.shutdown(5)
+        await queue.close()
+    assert processor.abandoned_jobs == [(job.id, "job stalled more than allowable limit")]
+    assert state == "failed" and stored.failedReason == "job stalled more than allowable limit"
+    assert len(processor.calls) == 1  # the processor never saw the failing run
+
+
 async def _list_len(client, key, n):
     return await client.llen(key) >= n
 

@@ -4,7 +4,12 @@ Workarounds applied to every worker (see the dependency evaluation):
 - the blocking connection's Redis version is probed before the worker runs, otherwise bullmq rounds
   every block timeout, delay and backoff up to whole seconds;
 - `drainDelay` is 1 s, so a worker that hit a rate limit or global concurrency retries promptly;
-- connections set `socket_timeout=None` (see `connection.py`).
+- connections set `socket_timeout=None` (see `connection.py`);
+- locks are renewed every quarter of their duration, not every half, so a starved process keeps
+  three quarters of a lock as margin instead of half;
+- a job that lost its lock and is re-run by the same worker keeps its renewal (`RerunSafeLockManager`);
+- a job failed by the stall limit (bullmq never calls the processor for it) is logged and handed to
+  the processor's `abandoned` hook, so it can be dead-lettered like any other final failure.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from bullmq import Queue, Worker
 from bullmq.custom_errors import UnrecoverableError
+from bullmq.lock_manager import LockManager
 
 from tracehouse.logging import get_logger
 from tracehouse.metrics import Metrics
@@ -44,6 +50,33 @@ def _bounded_result(result: Any) -> Any:
     if len(text) <= MAX_RESULT_CHARS:
         return result
     return {"truncated": True, "chars": len(text), "preview": text[:500]}
+
+
+class RerunSafeLockManager(LockManager):
+    """bullmq's lock manager, counting runs per job id.
+
+    bullmq tracks renewals by job id alone. When a job's lock lapses (a starved process) the stall
+    check hands it out again, often to the same worker while the first run still goes on; the first
+    run's untrack then drops the re-run's renewal, its lock lapses in turn, and the job stalls again
+    and again until bullmq fails it. Here an untrack only forgets the job once no run of it is left.
+    The newest run's token is the one renewed: older runs lost their lock by definition.
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        opts = worker.opts
+        super().__init__(worker, opts["lockRenewTime"], opts["lockDuration"], worker.id, worker.workerName)
+        self._runs: dict[str, int] = {}
+
+    def track_job(self, job_id: str, token: str, ts: int, should_create_controller: bool = False) -> Any:
+        self._runs[job_id] = self._runs.get(job_id, 0) + 1
+        return super().track_job(job_id, token, ts, should_create_controller=should_create_controller)
+
+    def untrack_job(self, job_id: str) -> None:
+        left = self._runs.pop(job_id, 1) - 1
+        if left > 0:
+            self._runs[job_id] = left
+        else:
+            super().untrack_job(job_id)
 
 
 def instrument(
@@ -107,6 +140,7 @@ class QueueRunner:
         self._started = False
         self.after_close: list[Callable[[], Awaitable[Any]]] = []  # e.g. flush a writer
         self._runs: list[asyncio.Future[Any]] = []
+        self._abandoning: set[asyncio.Future[Any]] = set()
 
     @property
     def queue_names(self) -> list[str]:
@@ -137,16 +171,20 @@ class QueueRunner:
                     "prefix": self._prefix,
                     "concurrency": spec.concurrency,
                     "lockDuration": spec.lock_duration_ms,
+                    "lockRenewTime": max(1, spec.lock_duration_ms // 4),
                     "stalledInterval": spec.stalled_interval_ms,
                     "maxStalledCount": spec.max_stalled_count,
                     "drainDelay": 1,
                     "autorun": False,
                 },
             )
+            worker.lockManager = RerunSafeLockManager(worker)
+            # bullmq emits ("error", err) and ("error", err, job).
             worker.on(
                 "error",
-                lambda err, name=spec.name: self._log.error("queue_worker_error", queue=name, error=str(err)[:500]),
+                lambda err, *_, name=spec.name: self._log.error("queue_worker_error", queue=name, error=str(err)[:500]),
             )
+            worker.on("failed", lambda job, err, *_, name=spec.name: self._on_failed(name, job, err))
             await worker.blockingRedisConnection.getRedisVersion()
             self.workers[spec.name] = worker
             run = asyncio.ensure_future(worker.run())
@@ -156,6 +194,24 @@ class QueueRunner:
             while not worker.running and not run.done():  # noqa: ASYNC110 - bullmq has no event for it
                 await asyncio.sleep(0.005)
         self._started = True
+
+    def _on_failed(self, queue: str, job: Any, err: BaseException) -> None:
+        """Final failures the processor never saw: bullmq fails a job that stalled too often without
+        running it (`deferredFailure`). Log it, and let the processor record it (a dead letter)."""
+        if not getattr(job, "deferredFailure", None):
+            return  # the processor ran and `instrument` logged it
+        self._log.warning("job_abandoned", queue=queue, job_id=job.id, reason=str(job.deferredFailure))
+        hook = getattr(self._processors[queue], "abandoned", None)
+        if hook is not None:
+            task = asyncio.ensure_future(self._run_abandoned(queue, hook, job))
+            self._abandoning.add(task)
+            task.add_done_callback(self._abandoning.discard)
+
+    async def _run_abandoned(self, queue: str, hook: Callable[[Any], Awaitable[Any]], job: Any) -> None:
+        try:
+            await hook(job)
+        except Exception as exc:  # noqa: BLE001 - logged; the job stays in the failed set either way
+            self._log.error("job_abandoned_hook_failed", queue=queue, job_id=job.id, error=_bounded_error(exc))
 
     async def shutdown(self, timeout_s: float) -> bool:
         """Stop taking jobs, wait up to `timeout_s` for running ones, then close.
@@ -182,6 +238,7 @@ class QueueRunner:
             )
             await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*self._runs, return_exceptions=True)
+        await asyncio.gather(*self._abandoning, return_exceptions=True)
         for hook in self.after_close:
             await hook()
         self.workers.clear()
