@@ -354,6 +354,53 @@ async def test_exhausted_writes_are_dead_lettered_and_replay_restores_them(servi
     assert not [d for d in list_dead_letters(services.metadata) if d.project_id == project_id]
 
 
+class HangingInserts:
+    """Fault injection around the real engine: inserts into `table` wait until released (a stuck write)."""
+
+    def __init__(self, clickhouse, table):
+        self._ch, self.table, self.release = clickhouse, table, asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._ch, name)
+
+    async def insert_arrow(self, table, data, **kwargs):
+        if table == self.table:
+            await self.release.wait()
+        return await self._ch.insert_arrow(table, data, **kwargs)
+
+
+async def test_a_batch_that_stalls_too_often_is_dead_lettered(services, project):
+    """bullmq fails a job whose lock lapsed more than `max_stalled_count` times without running our
+    processor; the batch must still land in the dead letters, where it can be replayed."""
+    project_id, headers = project
+    changes = {"queue_lock_duration_ms": 1000, "queue_stalled_interval_ms": 300}
+    services = dataclasses.replace(services, settings=services.settings.model_copy(update=changes))
+    hanging = HangingInserts(services.clickhouse, "observations")
+    runner = await start_ingestion(services, hanging)
+    queue = f"{services.settings.redis_key_prefix}:ingestion-queue"
+    try:
+        await _post(
+            create_app(services),
+            "/api/public/ingestion",
+            headers,
+            {"batch": [ev("span-create", {"id": "stuck-span", "traceId": "stuck-trace"})]},
+        )
+
+        async def lose_locks_until_dead_lettered():
+            # Every lock lapses (a process starved past its lock): delete it whenever a run holds one.
+            for job_id in await services.redis.lrange(f"{queue}:active", 0, -1):
+                await services.redis.delete(f"{queue}:{job_id}:lock")
+            letters = await asyncio.to_thread(list_dead_letters, services.metadata)
+            return [d for d in letters if d.project_id == project_id] or None
+
+        letters = await until(lose_locks_until_dead_lettered, timeout=60)
+    finally:
+        hanging.release.set()
+        await runner.shutdown(10)
+    assert [(d.table_name, d.entity_id) for d in letters] == [("observations", "stuck-span")]
+    assert "stalled more than allowable limit" in letters[0].last_error
+
+
 async def test_concurrent_batches_for_one_entity_keep_every_update(services, project):
     project_id, headers = project
     app = create_app(services)

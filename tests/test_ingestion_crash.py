@@ -116,11 +116,16 @@ def test_sigkill_mid_ingestion_loses_and_duplicates_nothing(tmp_path, redis_url,
             assert time.monotonic() < deadline, f"queue did not drain after restart: {counts}"
             time.sleep(0.5)
         failed = client.zcard(f"{queue}:failed")
+        # Why they failed, so a red run says more than a count.
+        reasons = {
+            client.hget(f"{queue}:{job_id.decode()}", "failedReason")
+            for job_id in client.zrange(f"{queue}:failed", 0, 4)
+        }
         proc.stop(signal.SIGTERM)
     finally:
         proc.kill()
         client.close()
-    assert failed == 0
+    assert failed == 0, f"{failed} jobs failed: {reasons}"
 
     result = subprocess.run(
         [sys.executable, "-c", COUNT_SCRIPT, str(data_dir / "clickhouse")], capture_output=True, text=True, timeout=120

@@ -39,7 +39,14 @@ from tracehouse.pricing.matching import ProjectModels
 from tracehouse.pricing.service import PricingService, pricing_service
 from tracehouse.queues import QueueSpec, RoleGroup, retry_options
 
-QUEUES = [QueueSpec(INGESTION_QUEUE, RoleGroup.INGESTION, concurrency=20, job_options=retry_options(6, 5_000))]
+# A re-run batch rewrites the same rows (merging is idempotent), so a job may stall a few times (a
+# killed worker, then a starved one) before bullmq gives up on it; past the limit it is failed
+# unretried and dead-lettered (`abandoned`). Concurrency is LANGFUSE_INGESTION_QUEUE_PROCESSING_CONCURRENCY.
+QUEUES = [
+    QueueSpec(
+        INGESTION_QUEUE, RoleGroup.INGESTION, concurrency=20, max_stalled_count=3, job_options=retry_options(6, 5_000)
+    )
+]
 
 # Take every free key (SET NX PX) in one round trip; answer which were taken.
 _ACQUIRE = """
@@ -73,6 +80,7 @@ class EntityLocks:
         wanted = sorted({f"{self._prefix}:{key}" for key in keys})
         held: list[str] = []
         deadline = time.monotonic() + self._wait_s
+        pause = 0.02
         try:
             while wanted:
                 taken = await self._client.eval(_ACQUIRE, len(wanted), *wanted, token, self._ttl_ms)
@@ -81,7 +89,10 @@ class EntityLocks:
                 if wanted:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"entities busy in another batch: {wanted[:3]}")
-                    await asyncio.sleep(0.02)
+                    # Backing off: a hundred jobs polling every 20 ms for locks a killed worker left
+                    # behind would starve the process that has to renew their queue locks.
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 1.5, 0.5)
             yield
         finally:
             if held:
@@ -127,6 +138,12 @@ class IngestionProcessor:
             self._metrics.ingestion_lag_seconds.observe(max(0.0, time.time() - float(data["receivedAt"])))
         return written
 
+    async def abandoned(self, job: Any) -> None:
+        """A job bullmq failed without running it (it stalled too often): a dead letter like any other."""
+        data = job.data
+        reason = RuntimeError(f"abandoned by the queue: {job.deferredFailure}")
+        await self._dead_letter(data["projectId"], data["batchKey"], reason, job.attemptsMade + 1)
+
     async def process(self, project_id: str, batch_key: str) -> dict[str, int]:
         document = orjson.loads(await self._blobs.get(batch_key))
         events: list[dict[str, Any]] = document["events"]
@@ -143,23 +160,38 @@ class IngestionProcessor:
             # Earlier batches' events come from the log, this batch's from memory; the log rows and the
             # final rows are then written in the same flush. Both are verified before the locks are
             # released, so the next batch touching these entities sees this one's events.
-            history = await self._history(project_id, entities)
-            for event in events:
-                slot = history.setdefault(
-                    (event["entity"], event["body"]["id"]), {"events": [], "created_at": received_at}
-                )
-                if all(known["id"] != event["id"] for known in slot["events"]):
-                    slot["events"].append(event)
-                slot["created_at"] = min(slot["created_at"], received_at)
-            rows = self._rows(project_id, history, document, models)
+            logged = await self._history_reader.read(
+                {(project_id, entity, entity_id) for entity, entity_id in entities}
+            )
+            # Decoding, validating and merging is pure CPU: in a thread, so twenty jobs finishing their
+            # shared history read at once cannot hold the loop past a lock renewal (a job whose lock
+            # lapses is declared stalled and run again).
+            rows = await asyncio.to_thread(self._merge, project_id, logged, events, received_at, document, models)
             writes = {"ingestion_event_log": log_rows(project_id, batch_key, received_at, events), **rows}
             await asyncio.gather(*(self._writer.write(table, table_rows) for table, table_rows in writes.items()))
         return {table: len(table_rows) for table, table_rows in rows.items()}
 
-    async def _history(self, project_id: str, entities: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
-        """Every logged event of these entities (by the log's sorting key, shared with concurrent jobs)."""
+    def _merge(
+        self,
+        project_id: str,
+        logged: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+        received_at: datetime,
+        document: dict[str, Any],
+        models: ProjectModels | None,
+    ) -> dict[str, list]:
+        """The final rows of every entity this batch touches: its logged events plus this batch's."""
+        history = self._history(project_id, logged)
+        for event in events:
+            slot = history.setdefault((event["entity"], event["body"]["id"]), {"events": [], "created_at": received_at})
+            if all(known["id"] != event["id"] for known in slot["events"]):
+                slot["events"].append(event)
+            slot["created_at"] = min(slot["created_at"], received_at)
+        return self._rows(project_id, history, document, models)
+
+    def _history(self, project_id: str, rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict]:
+        """The logged events of each entity, decoded (read by the log's sorting key, shared with concurrent jobs)."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        rows = await self._history_reader.read({(project_id, entity, entity_id) for entity, entity_id in entities})
         for row in rows:
             slot = found.setdefault((row["entity"], row["entity_id"]), {"events": [], "created_at": row["received_at"]})
             slot["created_at"] = min(slot["created_at"], row["received_at"])
