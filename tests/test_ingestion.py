@@ -3,6 +3,7 @@
 import asyncio
 import dataclasses
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from helpers import rows_of, start_ingestion, until
 from tracehouse.capabilities import QUEUES
 from tracehouse.clickhouse import ClickHouseError, ClickHouseErrorKind, Workload
 from tracehouse.ingestion.service import list_dead_letters, replay_dead_letters
+from tracehouse.ingestion.worker import EntityLocks
 from tracehouse.queues import QueueProducer
 from tracehouse.web.app import create_app
 
@@ -352,6 +354,23 @@ async def test_exhausted_writes_are_dead_lettered_and_replay_restores_them(servi
         await producer.close()
     assert [r["id"] for r in rows] == ["dl-span"]
     assert not [d for d in list_dead_letters(services.metadata) if d.project_id == project_id]
+
+
+async def test_entity_locks_last_while_held_and_free_soon_after_a_holder_dies(services):
+    prefix = f"{services.settings.redis_key_prefix}:locks-test"
+    holder = EntityLocks(services.redis, prefix, ttl_ms=300, wait_s=0.5)
+    other = EntityLocks(services.redis, prefix, ttl_ms=300, wait_s=0.5)
+    async with holder.hold(["p:trace:a"]):
+        await asyncio.sleep(1.2)  # four TTLs: only the holder's extensions keep the lock
+        with pytest.raises(TimeoutError, match="entities busy"):
+            async with other.hold(["p:trace:a"]):
+                pass
+    # A killed worker's lock: set once, never extended, never released.
+    await services.redis.set(f"{prefix}:tracehouse:lock:p:trace:b", "dead-worker", px=300)
+    started = time.monotonic()
+    async with other.hold(["p:trace:b"]):
+        waited = time.monotonic() - started
+    assert 0.1 < waited < 0.5, waited
 
 
 class HangingInserts:

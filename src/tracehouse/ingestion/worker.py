@@ -63,12 +63,24 @@ for _, key in ipairs(KEYS) do
 end
 return 1
 """
+# Extend only keys still holding our token.
+_EXTEND = """
+for _, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then redis.call('pexpire', key, ARGV[2]) end
+end
+return 1
+"""
 
 
 class EntityLocks:
-    """Short Redis locks so two batches never merge the same entity at once (in any process)."""
+    """Short Redis locks so two batches never merge the same entity at once (in any process).
 
-    def __init__(self, client: aioredis.Redis, prefix: str, *, ttl_ms: int = 60_000, wait_s: float = 30.0) -> None:
+    A holder extends its locks every third of their TTL for as long as it runs, so a long merge keeps
+    them however long it takes, and a killed worker's locks are free again one TTL after it died
+    (before its jobs' queue locks lapse, at the defaults, so their re-runs do not wait at all).
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str, *, ttl_ms: int = 15_000, wait_s: float = 30.0) -> None:
         self._client = client
         self._prefix = f"{prefix}:tracehouse:lock"
         self._ttl_ms = ttl_ms
@@ -93,10 +105,23 @@ class EntityLocks:
                     # behind would starve the process that has to renew their queue locks.
                     await asyncio.sleep(pause)
                     pause = min(pause * 1.5, 0.5)
-            yield
+            keeper = asyncio.create_task(self._keep(held, token))
+            try:
+                yield
+            finally:
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
         finally:
             if held:
                 await self._client.eval(_RELEASE, len(held), *held, token)
+
+    async def _keep(self, held: list[str], token: str) -> None:
+        while held:
+            await asyncio.sleep(self._ttl_ms / 3000)
+            try:
+                await self._client.eval(_EXTEND, len(held), *held, token, self._ttl_ms)
+            except Exception as exc:  # noqa: BLE001 - a missed extension is retried; the TTL is the backstop
+                get_logger("tracehouse.ingestion").warning("entity_locks_not_extended", error=str(exc)[:200])
 
 
 class IngestionProcessor:
