@@ -373,19 +373,17 @@ async def test_entity_locks_last_while_held_and_free_soon_after_a_holder_dies(se
     assert 0.1 < waited < 0.5, waited
 
 
-class HangingInserts:
+class HangingInserts(FaultyInserts):
     """Fault injection around the real engine: inserts into `table` wait until released (a stuck write)."""
 
     def __init__(self, clickhouse, table):
-        self._ch, self.table, self.release = clickhouse, table, asyncio.Event()
-
-    def __getattr__(self, name):
-        return getattr(self._ch, name)
+        super().__init__(clickhouse, table, fail=0)
+        self.release = asyncio.Event()
 
     async def insert_arrow(self, table, data, **kwargs):
         if table == self.table:
             await self.release.wait()
-        return await self._ch.insert_arrow(table, data, **kwargs)
+        return await super().insert_arrow(table, data, **kwargs)
 
 
 async def test_a_batch_that_stalls_too_often_is_dead_lettered(services, project):

@@ -188,7 +188,7 @@ class IngestionProcessor:
             logged = await self._history_reader.read(
                 {(project_id, entity, entity_id) for entity, entity_id in entities}
             )
-            # Decoding, validating and merging is pure CPU: in a thread, so twenty jobs finishing their
+            # Decoding, validating and merging is pure CPU: in a thread, so the many jobs that finish a
             # shared history read at once cannot hold the loop past a lock renewal (a job whose lock
             # lapses is declared stalled and run again).
             rows = await asyncio.to_thread(self._merge, project_id, logged, events, received_at, document, models)
@@ -215,7 +215,7 @@ class IngestionProcessor:
         return self._rows(project_id, history, document, models)
 
     def _history(self, project_id: str, rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict]:
-        """The logged events of each entity, decoded (read by the log's sorting key, shared with concurrent jobs)."""
+        """The logged events of each entity, decoded and checked again, with its earliest receipt time."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for row in rows:
             slot = found.setdefault((row["entity"], row["entity_id"]), {"events": [], "created_at": row["received_at"]})
