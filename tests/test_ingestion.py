@@ -304,6 +304,60 @@ async def test_timeout_after_commit_is_not_written_twice(services, project):
     assert raw[0]["n"] == 1
 
 
+class MiscountedInserts(FaultyInserts):
+    """Fault injection around the real engine: inserts into `table` answer that no row was written (a
+    proxy that dropped ClickHouse's summary header), and with `lose` they also write nothing."""
+
+    def __init__(self, clickhouse, table, *, lose=False):
+        super().__init__(clickhouse, table, fail=0)
+        self.lose = lose
+
+    async def insert_arrow(self, table, data, **kwargs):
+        if table != self.table:
+            return await super().insert_arrow(table, data, **kwargs)
+        self.inserts += 1
+        if not self.lose:
+            await self._ch.insert_arrow(table, data, **kwargs)
+        return 0
+
+
+def _verifications(metrics) -> float:
+    return metrics.registry.get_sample_value("ingestion_verify_seconds_count") or 0.0
+
+
+async def test_the_writer_trusts_the_servers_row_count_and_reads_back_only_when_it_falls_short(services, project):
+    from tracehouse.ingestion.writer import ClickHouseWriter, WriteFailed
+    from tracehouse.metrics import Metrics
+
+    project_id, _ = project
+
+    def rows(ids):
+        return [{"id": i, "project_id": project_id, "timestamp": datetime(2026, 11, 1, tzinfo=UTC)} for i in ids]
+
+    async def write(clickhouse, ids):
+        metrics = Metrics()
+        writer = ClickHouseWriter(clickhouse, batch_size=100, interval_ms=20, metrics=metrics)
+        try:
+            await writer.write("traces", rows(ids))
+        finally:
+            await writer.close()
+        return _verifications(metrics)
+
+    # The server counted every row: no read-back query.
+    assert await write(services.clickhouse, ["counted-1", "counted-2"]) == 0
+    # It answered 0 rows but wrote them: the writer reads them back and is satisfied.
+    assert await write(MiscountedInserts(services.clickhouse, "traces"), ["recounted-1", "recounted-2"]) == 1
+    # It answered 0 rows and wrote nothing: the job fails instead of being acknowledged.
+    with pytest.raises(WriteFailed, match="not found on verification"):
+        await write(MiscountedInserts(services.clickhouse, "traces", lose=True), ["lost-1"])
+    stored = await services.clickhouse.query(
+        "SELECT id FROM traces FINAL WHERE project_id = {p:String} ORDER BY id",
+        {"p": project_id},
+        workload=Workload.INTERACTIVE,
+    )
+    assert [r["id"] for r in stored] == ["counted-1", "counted-2", "recounted-1", "recounted-2"]
+
+
 async def test_exhausted_writes_are_dead_lettered_and_replay_restores_them(services, project):
     project_id, headers = project
     # Fail every insert into observations for longer than the job's attempts.

@@ -259,8 +259,9 @@ class HttpBackend:
         self._call(lambda: self._client.command(sql, parameters=_params(params), settings=dict(settings)))
 
     def insert_arrow(self, table: str, data: pa.Table, settings: QuerySettings) -> int:
-        self._call(lambda: self._client.insert_arrow(table, data, settings=dict(settings)))
-        return data.num_rows
+        summary = self._call(lambda: self._client.insert_arrow(table, data, settings=dict(settings)))
+        # ClickHouse's count of rows it wrote (X-ClickHouse-Summary); 0 when a proxy dropped the header.
+        return int(summary.written_rows)
 
     def stream_arrow(
         self, sql: str, params: Params, settings: QuerySettings, batch_rows: int
