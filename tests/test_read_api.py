@@ -252,6 +252,12 @@ async def test_observations_and_scores_and_sessions(loaded):
 
     sessions = (await _get(app, headers, "/api/public/sessions")).json()
     assert [s["id"] for s in sessions["data"]] == ["sess-2", "sess-1", "sess-0"]  # first trace, newest first
+    assert sessions["meta"]["totalItems"] == 3
+    middle = (await _get(app, headers, "/api/public/sessions", limit=1, page=2)).json()
+    assert [s["id"] for s in middle["data"]] == ["sess-1"] and middle["meta"]["totalItems"] == 3
+    past = (await _get(app, headers, "/api/public/sessions", limit=2, page=5)).json()
+    assert past["data"] == [] and past["meta"] == {"page": 5, "limit": 2, "totalItems": 3, "totalPages": 2}
+    assert (await _get(app, headers, "/api/public/sessions", environment="none")).json()["meta"]["totalItems"] == 0
     assert await ids("/api/public/sessions", environment="dev") == ["sess-1"]
     assert await ids("/api/public/sessions", fromTimestamp=t(1), toTimestamp=t(2)) == ["sess-1"]
     one = (await _get(app, headers, "/api/public/sessions/sess-1")).json()

@@ -74,6 +74,7 @@ from tracehouse.queries.sql import (
 Row = dict[str, Any]
 # Per trace id: "observations"/"scores" (id lists), "latency", "totalCost".
 TraceDetails = dict[str, Any]
+_TOTAL = "tracehouse_matching_rows"  # the window count's column: no table has a column of that name
 _NO_TRACE = ScoreTrace(user_id=None, tags=None, environment=None, session_id=None)
 
 
@@ -97,6 +98,18 @@ class ReadService:
     async def latest(self, table: str, where: str, params: dict[str, Any], order: str = "") -> list[Row]:
         return await self.query(f"SELECT * FROM ({newest(table, where)}) {order}", params)
 
+    async def _counted_page(self, columns: str, base: str, order: str, params: dict[str, Any]) -> tuple[list[Row], int]:
+        """One offset page of narrow rows and the count of all that match, in one scan: a window count
+        rides along with the page (two queries read every matching granule twice). Only a page past the
+        end, which has no row to carry the count, needs a query of its own."""
+        rows = await self.query(f"SELECT {columns}, count() OVER () AS {_TOTAL} {base} ORDER BY {order} {PAGE}", params)
+        total = int(rows[0][_TOTAL]) if rows else 0
+        for row in rows:
+            del row[_TOTAL]
+        if not rows and params["offset"]:
+            total = int((await self.query(f"SELECT count() AS n {base}", params))[0]["n"])
+        return rows, total
+
     async def _page(self, project_id: str, source: str, where: Filter, order: str, page: Page) -> tuple[list[Row], int]:
         """One offset page of `SELECT *`-able `source` rows and the count of all that match."""
         params = {"p": project_id, **where.params, "limit": page.limit, "offset": page.offset}
@@ -114,10 +127,7 @@ class ReadService:
         base = f"FROM traces FINAL WHERE project_id = {{p:String}} AND {where.sql}"
         # Two steps: pick the page's ids reading only the columns the filter and order need, then fetch
         # those rows in full by id (input/output are most of the bytes and only 50 rows need them).
-        page_ids, counted = await asyncio.gather(
-            self.query(f"SELECT id {base} ORDER BY {trace_order(query.order)} {PAGE}", params),
-            self.query(f"SELECT count() AS n {base}", params),
-        )
+        page_ids, total = await self._counted_page("id", base, trace_order(query.order), params)
         ids = [r["id"] for r in page_ids]
         fetched = (
             {
@@ -130,7 +140,7 @@ class ReadService:
         rows = [fetched[i] for i in ids if i in fetched]
         details = await self._trace_details(project_id, [r["id"] for r in rows], query.fields)
         data = [trace_with_details(r, details.get(r["id"], {}), query.fields) for r in rows]
-        return Traces(data=data, meta=page_meta(page, int(counted[0]["n"])))
+        return Traces(data=data, meta=page_meta(page, total))
 
     async def get_trace(
         self, project_id: str, trace_id: str, fields: frozenset[str] = TRACE_FIELD_GROUPS
@@ -297,15 +307,12 @@ class ReadService:
         grouped, where = sessions_source(query)
         params = {"p": project_id, **where.params, "limit": page.limit, "offset": page.offset}
         base = f"FROM ({grouped}) WHERE {where.sql}"
-        rows, counted = await asyncio.gather(
-            self.query(f"SELECT * {base} ORDER BY created_at DESC, id {PAGE}", params),
-            self.query(f"SELECT count() AS n {base}", params),
-        )
+        rows, total = await self._counted_page("*", base, "created_at DESC, id", params)
         data = [
             Session(id=r["id"], created_at=r["created_at"], project_id=project_id, environment=r["session_env"])
             for r in rows
         ]
-        return PaginatedSessions(data=data, meta=page_meta(page, int(counted[0]["n"])))
+        return PaginatedSessions(data=data, meta=page_meta(page, total))
 
     async def get_session(self, project_id: str, session_id: str) -> SessionWithTraces | None:
         rows = await self.query(
