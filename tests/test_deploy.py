@@ -93,6 +93,8 @@ def test_compose_runs_each_role_as_its_own_service_with_real_settings():
     # the one in tracehouse's URL for that user.
     import re
 
+    # The profiles' os_thread_priority takes effect only with CAP_SYS_NICE.
+    assert "SYS_NICE" in services["clickhouse"]["cap_add"]
     wanted = set(re.findall(r'from_env="([A-Z_]+)"', (DEPLOY / "clickhouse-users.xml").read_text()))
     server_env = services["clickhouse"]["environment"]
     assert wanted and wanted <= set(server_env), wanted - set(server_env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +35,7 @@ from tracehouse.clickhouse.migrations import load_migrations
 from tracehouse.settings import load_settings
 
 USERS_FILE = Path(__file__).resolve().parents[1] / "deploy" / "clickhouse-users.xml"
+CORES = os.cpu_count() or 1
 PASSWORDS = {
     "tracehouse_interactive": "interactive-secret",
     "tracehouse_ingestion": "ingestion-secret",
@@ -47,9 +49,11 @@ ENV = {
 
 
 class Engine:
-    def __init__(self, data_dir: Path, port: int, users_file: Path | None = USERS_FILE) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, users_file: Path | None = USERS_FILE, prefix: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir, self.port = data_dir, port
-        args = [sys.executable, "-m", "tracehouse.engine", "--data-dir", str(data_dir), "--port", str(port)]
+        args = [*prefix, sys.executable, "-m", "tracehouse.engine", "--data-dir", str(data_dir), "--port", str(port)]
         if users_file is not None:
             args += ["--users-file", str(users_file)]
         self.proc = subprocess.Popen(
@@ -306,7 +310,7 @@ async def test_export_user_runs_with_its_profile_and_the_stricter_limit(engine: 
         )
         # tracehouse's export class asks for 10 threads and 20 GB; the profile allows 2 threads.
         export = (await ch.query(check, workload=Workload.EXPORT))[0]
-        assert (export["threads"], export["priority"], export["nice"]) == (2, 5, 19)
+        assert (export["threads"], export["priority"], export["nice"]) == (min(2, CORES), 5, 19)
         assert export["memory"] == 20_000_000_000
         # The client's smaller memory cap wins over the profile's.
         smaller = await ch.query(check, workload=Workload.EXPORT, settings={"max_memory_usage": 1_000_000_000})
@@ -315,13 +319,15 @@ async def test_export_user_runs_with_its_profile_and_the_stricter_limit(engine: 
         loose = await ch.query(check + " SETTINGS max_memory_usage = 0", workload=Workload.EXPORT)
         assert loose[0]["memory"] == 20_000_000_000
         interactive = (await ch.query(check, workload=Workload.INTERACTIVE))[0]
-        assert (interactive["priority"], interactive["nice"], interactive["threads"]) == (1, 0, 4)
+        # The profile's 4 threads, or the machine's cores when it has fewer.
+        assert (interactive["priority"], interactive["nice"], interactive["threads"]) == (1, 0, min(4, CORES))
     finally:
         ch.close()
     entries = query_log(engine, user_name="tracehouse_export")
     assert entries and entries[0]["profile"] == "tracehouse_export"
     ran = [e for e in entries if "getSetting('max_threads')" in e["query"]]
-    assert all(e["settings"]["max_threads"] == "2" and e["client_settings"]["max_threads"] == "10" for e in ran)
+    threads = str(min(2, CORES))
+    assert all(e["settings"]["max_threads"] == threads and e["client_settings"]["max_threads"] == "10" for e in ran)
     # Query texts carry data: a workload user reads only its own entries, the operator's reads all.
     own = httpx.get(
         f"{engine.url}/engine/query_log",
@@ -488,3 +494,56 @@ def test_sigterm_stops_running_queries_and_a_second_engine_is_refused(tmp_path: 
         assert isinstance(outcome, httpx.HTTPError) or outcome.headers.get("x-clickhouse-exception-code") == "394"
     finally:
         first.stop()
+
+
+def test_profiles_never_ask_for_more_threads_than_the_machine_has_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracehouse.engine.users import cap_threads, load_users
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    shipped = load_users(USERS_FILE)
+    threads = {name: user.profile.settings.get("max_threads") for name, user in shipped.users.items()}
+    assert threads["tracehouse_interactive"] == "4"  # written for the servers it is deployed to
+    small = cap_threads(shipped, 2)
+    assert {n: u.profile.settings.get("max_threads") for n, u in small.users.items()} == {
+        name: (None if value is None else str(min(int(value), 2))) for name, value in threads.items()
+    }
+    large = cap_threads(shipped, 16)
+    assert {n: u.profile.settings.get("max_threads") for n, u in large.users.items()} == threads
+    assert (
+        small.users["tracehouse_interactive"].profile.constraints
+        == shipped.users["tracehouse_interactive"].profile.constraints
+    )
+
+
+def test_the_engine_caps_a_profiles_threads_at_its_cores(engine: Engine) -> None:
+    auth = ("tracehouse_interactive", PASSWORDS["tracehouse_interactive"])
+    applied = httpx.post(engine.url, content=b"SELECT getSetting('max_threads')", auth=auth, timeout=10).text
+    assert int(applied) == min(4, CORES)
+
+
+def test_has_cap_sys_nice_reads_the_effective_capabilities(tmp_path: Path) -> None:
+    from tracehouse.engine.server import has_cap_sys_nice
+
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapEff:\t000001fffeffffff\n")
+    assert has_cap_sys_nice(status)
+    status.write_text("Name:\tx\nCapEff:\t000001fffe7fffff\n")  # bit 23 (CAP_SYS_NICE) cleared
+    assert not has_cap_sys_nice(status)
+    assert not has_cap_sys_nice(tmp_path / "missing")
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv to drop CAP_SYS_NICE")
+def test_an_engine_without_cap_sys_nice_says_thread_priorities_are_ignored(tmp_path: Path) -> None:
+    """ClickHouse ignores os_thread_priority without CAP_SYS_NICE; the engine says so instead of
+    letting the shipped profiles' nice values silently do nothing."""
+    from tracehouse.engine.server import has_cap_sys_nice
+
+    drop = ("setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice")
+    without = Engine(tmp_path / "without", free_port(), prefix=drop)
+    without.wait_ready()
+    assert "engine_thread_priority_ignored" in without.stop()
+    if has_cap_sys_nice():  # as root (or with the capability) the engine has nothing to warn about
+        normal = Engine(tmp_path / "with", free_port())
+        normal.wait_ready()
+        assert "engine_thread_priority_ignored" not in normal.stop()

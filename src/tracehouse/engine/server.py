@@ -29,7 +29,7 @@ from tracehouse.engine.handler import TAG_KEY, EngineApp, EngineState
 from tracehouse.engine.pool import ChdbPool
 from tracehouse.engine.querylog import QueryLog
 from tracehouse.engine.quotas import QuotaTracker
-from tracehouse.engine.users import load_users
+from tracehouse.engine.users import cap_threads, load_users
 from tracehouse.errors import TracehouseError
 from tracehouse.logging import get_logger
 
@@ -50,6 +50,27 @@ CHDB_CONFIG = """<clickhouse>
   </query_log>
 </clickhouse>
 """
+
+
+CAP_SYS_NICE = 23  # linux/capability.h
+
+
+def has_cap_sys_nice(status: Path = Path("/proc/self/status")) -> bool:
+    """Whether this process may lower nice values (ClickHouse's condition for os_thread_priority)."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_NICE & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _number(value: str | None) -> float:
+    try:
+        return float(value or 0)
+    except ValueError:
+        return 0.0
 
 
 class EngineLocked(TracehouseError):
@@ -95,9 +116,18 @@ def directory_lock(chdb_dir: Path) -> Iterator[None]:
 
 
 def open_state(options: EngineOptions) -> EngineState:
-    users = load_users(options.users_file)
+    users = cap_threads(load_users(options.users_file), os.cpu_count() or 1)
     for warning in users.warnings:
         log.warning("engine_users_file", source=users.source, detail=warning)
+    niced = {u.profile.name for u in users.users.values() if _number(u.profile.settings.get("os_thread_priority"))}
+    if niced and not has_cap_sys_nice():
+        # ClickHouse applies os_thread_priority only with CAP_SYS_NICE and otherwise ignores it silently.
+        log.warning(
+            "engine_thread_priority_ignored",
+            profiles=sorted(niced),
+            detail="this process lacks CAP_SYS_NICE, so os_thread_priority has no effect: background queries "
+            "run at the interactive class's OS priority (run the engine as root or with the SYS_NICE capability)",
+        )
     options.chdb_dir.mkdir(parents=True, exist_ok=True)
     config = options.chdb_dir.with_name("clickhouse-engine.xml")
     config.write_text(CHDB_CONFIG)

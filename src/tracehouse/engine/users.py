@@ -15,7 +15,7 @@ import ipaddress
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tracehouse.engine import errors
@@ -308,3 +308,23 @@ def _networks(section: ET.Element | None, user: str, source: str) -> tuple[IpNet
         except ValueError as exc:
             raise ConfigError(f"users file {source}: user {user!r}: {exc}") from None
     return tuple(networks)
+
+
+def cap_threads(config: UsersConfig, cores: int) -> UsersConfig:
+    """Profiles' `max_threads` no larger than this machine's cores (ClickHouse's own default). A users
+    file is written for the servers it is deployed to; on a smaller machine a query with more threads
+    than cores only waits on itself and, beside it, everything else (interactive reads ran 30% slower
+    at max_threads 4 on 2 cores)."""
+
+    def capped(profile: Profile) -> Profile:
+        value = profile.settings.get("max_threads")
+        try:
+            wanted = int(float(value)) if value is not None else 0
+        except ValueError:  # 'auto': the number of cores already
+            return profile
+        if wanted <= cores:
+            return profile
+        return replace(profile, settings={**profile.settings, "max_threads": str(cores)})
+
+    users = {name: replace(user, profile=capped(user.profile)) for name, user in config.users.items()}
+    return replace(config, users=users)
