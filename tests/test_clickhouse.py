@@ -123,6 +123,25 @@ async def test_insert_arrow_and_read_latest_version(clickhouse):
     assert rows[0]["metadata"] == [("k", "v")] and rows[0]["tags"] == ["a", "b"]
 
 
+async def test_background_calls_never_hold_the_threads_of_interactive_queries(clickhouse):
+    """Each workload class has threads of its own: with every ingestion thread busy in a slow query
+    (and more waiting), an interactive query still starts at once."""
+    from tracehouse.clickhouse.client import THREADS_PER_CLASS
+
+    busy = THREADS_PER_CLASS[Workload.INGESTION] + 4
+    background = [
+        asyncio.create_task(clickhouse.query("SELECT sleep(2) AS s", workload=Workload.INGESTION)) for _ in range(busy)
+    ]
+    try:
+        await asyncio.sleep(0.3)  # the slow queries hold their threads now
+        started = time.perf_counter()
+        assert await clickhouse.query("SELECT 1 AS ok", workload=Workload.INTERACTIVE) == [{"ok": 1}]
+        waited = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*background)
+    assert waited < 1.0, f"the interactive query waited {waited:.1f} s for a thread behind background work"
+
+
 async def test_stream_arrow_yields_bounded_batches_and_stops_early(clickhouse):
     sizes = [
         b.num_rows

@@ -16,6 +16,7 @@ import io
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -288,12 +289,30 @@ class HttpBackend:
 _STREAM_END = object()
 
 
+# Each class's blocking calls run on threads of its own, so a burst of slow background calls never
+# leaves an interactive query waiting for a thread (asyncio's default pool has cores + 4: 6 on 2
+# cores, fewer than the ClickHouse calls a busy web process has in flight). Threads start lazily.
+THREADS_PER_CLASS = {Workload.INTERACTIVE: 32, Workload.INGESTION: 16, Workload.EXPORT: 8}
+
+
 class ClickHouse:
     """Async ClickHouse access by workload class. Build it with `ClickHouse.from_settings`."""
 
-    def __init__(self, backends: Mapping[Workload, Backend], classes: Mapping[Workload, WorkloadSettings]) -> None:
+    def __init__(
+        self,
+        backends: Mapping[Workload, Backend],
+        classes: Mapping[Workload, WorkloadSettings],
+        threads: Mapping[Workload, ThreadPoolExecutor] | None = None,
+    ) -> None:
         self._backends = dict(backends)
         self._classes = dict(classes)
+        self._owns_threads = threads is None
+        self._threads = dict(threads or {}) or {
+            w: ThreadPoolExecutor(n, thread_name_prefix=f"clickhouse-{w.value}") for w, n in THREADS_PER_CLASS.items()
+        }
+
+    async def _in_thread(self, workload: Workload, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads[workload], fn)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClickHouse:
@@ -325,7 +344,7 @@ class ClickHouse:
         Shares the backends: close only the original."""
         classes = dict(self._classes)
         classes[workload] = dataclasses.replace(classes[workload], **changes)
-        return ClickHouse(self._backends, classes)
+        return ClickHouse(self._backends, classes, self._threads)
 
     @property
     def target(self) -> str:
@@ -344,26 +363,27 @@ class ClickHouse:
     async def query(
         self, sql: str, params: Params = None, *, workload: Workload, settings: QuerySettings | None = None
     ) -> list[dict[str, Any]]:
-        table = await self.query_arrow(sql, params, workload=workload, settings=settings)
-        return table.to_pylist()
+        backend, merged = self._backends[workload], self.settings_for(workload, settings)
+        # Rows become Python objects in the thread too: thousands of them would hold the loop.
+        return await self._in_thread(workload, lambda: backend.query_arrow(sql, params, merged).to_pylist())
 
     async def query_arrow(
         self, sql: str, params: Params = None, *, workload: Workload, settings: QuerySettings | None = None
     ) -> pa.Table:
         backend, merged = self._backends[workload], self.settings_for(workload, settings)
-        return await asyncio.to_thread(backend.query_arrow, sql, params, merged)
+        return await self._in_thread(workload, lambda: backend.query_arrow(sql, params, merged))
 
     async def command(
         self, sql: str, params: Params = None, *, workload: Workload, settings: QuerySettings | None = None
     ) -> None:
         backend, merged = self._backends[workload], self.settings_for(workload, settings)
-        await asyncio.to_thread(backend.command, sql, params, merged)
+        await self._in_thread(workload, lambda: backend.command(sql, params, merged))
 
     async def insert_arrow(
         self, table: str, data: pa.Table, *, workload: Workload, settings: QuerySettings | None = None
     ) -> int:
         backend, merged = self._backends[workload], self.settings_for(workload, settings)
-        return await asyncio.to_thread(backend.insert_arrow, table, data, merged)
+        return await self._in_thread(workload, lambda: backend.insert_arrow(table, data, merged))
 
     async def stream_arrow(
         self,
@@ -393,7 +413,7 @@ class ClickHouse:
                 if not stop.is_set():
                     asyncio.run_coroutine_threadsafe(handoff.put(exc), loop).result()
 
-        producer = asyncio.create_task(asyncio.to_thread(produce))
+        producer = asyncio.create_task(self._in_thread(workload, produce))
         try:
             while True:
                 item = await handoff.get()
@@ -433,3 +453,6 @@ class ClickHouse:
     def close(self) -> None:
         for backend in {id(b): b for b in self._backends.values()}.values():
             backend.close()
+        if self._owns_threads:
+            for executor in self._threads.values():
+                executor.shutdown(wait=False, cancel_futures=True)
