@@ -547,3 +547,21 @@ def test_an_engine_without_cap_sys_nice_says_thread_priorities_are_ignored(tmp_p
         normal = Engine(tmp_path / "with", free_port())
         normal.wait_ready()
         assert "engine_thread_priority_ignored" not in normal.stop()
+
+
+def test_by_default_a_background_query_waits_while_an_interactive_one_runs(engine: Engine) -> None:
+    interactive = ("tracehouse_interactive", PASSWORDS["tracehouse_interactive"])
+    ingestion = ("tracehouse_ingestion", PASSWORDS["tracehouse_ingestion"])
+    slow = threading.Thread(
+        target=lambda: httpx.post(engine.url, content=b"SELECT sleep(1)", auth=interactive, timeout=30)
+    )
+    slow.start()
+    time.sleep(0.3)
+    query_id = f"gated-{os.getpid()}-{time.monotonic_ns()}"
+    started = time.monotonic()
+    answer = httpx.post(engine.url, params={"query_id": query_id}, content=b"SELECT 1", auth=ingestion, timeout=30)
+    waited = time.monotonic() - started
+    slow.join()
+    assert answer.text == "1\n"
+    entry = _query_log_entry(engine, query_id)
+    assert entry["admission_wait_ms"] > 400 and waited > 0.4, (entry["admission_wait_ms"], waited)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from tracehouse.engine.admission import DEFAULT_MAX_WAIT_MS
 from tracehouse.errors import TracehouseError
 
 
@@ -32,11 +33,11 @@ def engine(
         typer.Option(
             help="Admission: a background query (priority > 1, the ingestion and export profiles) waits up to "
             "this long while interactive queries run or wait; 0 turns it off "
-            "[env: TRACEHOUSE_ENGINE_BACKGROUND_WAIT_MS; default 0].",
+            f"[env: TRACEHOUSE_ENGINE_BACKGROUND_WAIT_MS; default {DEFAULT_MAX_WAIT_MS}].",
             envvar="TRACEHOUSE_ENGINE_BACKGROUND_WAIT_MS",
             min=0,
         ),
-    ] = 0,
+    ] = DEFAULT_MAX_WAIT_MS,
     log_level: Annotated[
         str, typer.Option(help="debug, info, warning or error.", envvar="TRACEHOUSE_LOG_LEVEL")
     ] = "info",

@@ -24,6 +24,7 @@ from typing import IO
 import uvicorn
 
 from tracehouse.engine import errors
+from tracehouse.engine.admission import DEFAULT_MAX_WAIT_MS
 from tracehouse.engine.errors import EngineError, load_error_names
 from tracehouse.engine.handler import TAG_KEY, EngineApp, EngineState
 from tracehouse.engine.pool import ChdbPool
@@ -85,7 +86,7 @@ class EngineOptions:
     users_file: Path | None = None
     max_concurrent_queries: int = 64
     query_log_size: int = 10_000
-    background_wait_ms: int = 0  # admission.py: how long a background query yields to interactive ones
+    background_wait_ms: int = DEFAULT_MAX_WAIT_MS  # admission.py: how long a background query yields
 
     @property
     def chdb_dir(self) -> Path:
