@@ -8,6 +8,7 @@ stalled-job check hands the one job to a second worker, which writes the whole f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -87,12 +88,18 @@ async def test_a_worker_killed_mid_export_leads_to_one_complete_file(
         assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0, "no half file is visible"
         assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads"), "the kill left the upload open"
 
+        queue = producer.queue(BATCH_EXPORT_QUEUE)
         second = Child(tmp_path, "worker-2", "worker", json.dumps(settings), "0", script=SCRIPT)
         try:
             done = _until(
                 lambda: (r := get_record(metadata, export_id)) is not None and r.status is not Status.PROCESSING and r,
                 "the second worker to finish the export",
             )
+            # The record is final before the worker hands the job back to the queue: let it finish that
+            # before it is killed, or the job is left active for the stalled-job check to take back.
+            deadline = time.monotonic() + 30
+            while (await queue.getJobCounts("completed"))["completed"] < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
         finally:
             second.kill()
         assert done.status is Status.COMPLETED, (done.status, done.log)
@@ -105,7 +112,6 @@ async def test_a_worker_killed_mid_export_leads_to_one_complete_file(
         assert len(ids) == len(set(ids)) == ROWS, "every row exactly once"
 
         # One export id, one job: the retry was the same job, now completed.
-        queue = producer.queue(BATCH_EXPORT_QUEUE)
         counts = await queue.getJobCounts("completed", "failed", "waiting", "active", "delayed")
         assert counts == {"completed": 1, "failed": 0, "waiting": 0, "active": 0, "delayed": 0}, counts
         assert (await queue.getJob(export_id)).returnvalue["rows"] == ROWS
