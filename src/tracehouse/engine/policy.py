@@ -55,7 +55,7 @@ SMALLER_NONZERO_WINS = frozenset(
 LARGER_WINS = frozenset({"priority", "os_thread_priority"})
 
 
-def _number(value: str | None) -> float | None:
+def setting_number(value: str | None) -> float | None:
     """A setting's numeric value; None for text such as 'auto' (which, for max_threads, means unset)."""
     if value is None:
         return None
@@ -73,7 +73,7 @@ def stricter(name: str, profile_value: str | None, client_value: str) -> str:
     """The value a query runs with when both the profile and the client set `name`."""
     if profile_value is None:
         return client_value
-    theirs, ours = _number(client_value), _number(profile_value)
+    theirs, ours = setting_number(client_value), setting_number(profile_value)
     if ours is None:
         return client_value
     if name in SMALLER_NONZERO_WINS:
@@ -93,7 +93,7 @@ def stricter(name: str, profile_value: str | None, client_value: str) -> str:
 
 def check_changes(profile: Profile, changes: Mapping[str, str], defaults: Mapping[str, str]) -> None:
     """ClickHouse's SettingsConstraints::check for each change a request makes."""
-    readonly = int(_number(profile.settings.get("readonly")) or 0)
+    readonly = int(setting_number(profile.settings.get("readonly")) or 0)
     for name, value in changes.items():
         current = profile.settings.get(name, defaults.get(name))
         unchanged = current is not None and _same(current, value)
@@ -108,19 +108,19 @@ def check_changes(profile: Profile, changes: Mapping[str, str], defaults: Mappin
             continue
         if constraint.fixed and not unchanged:
             raise EngineError(errors.SETTING_CONSTRAINT_VIOLATION, f"Setting {name} should not be changed")
-        number = _number(value)
-        if constraint.min is not None and number is not None and number < (_number(constraint.min) or 0):
+        number = setting_number(value)
+        if constraint.min is not None and number is not None and number < (setting_number(constraint.min) or 0):
             raise EngineError(
                 errors.SETTING_CONSTRAINT_VIOLATION, f"Setting {name} shouldn't be less than {constraint.min}"
             )
-        if constraint.max is not None and number is not None and number > (_number(constraint.max) or 0):
+        if constraint.max is not None and number is not None and number > (setting_number(constraint.max) or 0):
             raise EngineError(
                 errors.SETTING_CONSTRAINT_VIOLATION, f"Setting {name} shouldn't be greater than {constraint.max}"
             )
 
 
 def _same(a: str, b: str) -> bool:
-    na, nb = _number(a), _number(b)
+    na, nb = setting_number(a), setting_number(b)
     if na is not None and nb is not None:
         return na == nb
     return a.strip().strip("'") == b.strip().strip("'")
@@ -156,4 +156,4 @@ def _is_limit(name: str) -> bool:
 
 
 def _literal(value: str) -> str:
-    return value if _number(value) is not None else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return value if setting_number(value) is not None else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -27,6 +27,7 @@ from tracehouse.engine import errors
 from tracehouse.engine.admission import DEFAULT_MAX_WAIT_MS
 from tracehouse.engine.errors import EngineError, load_error_names
 from tracehouse.engine.handler import TAG_KEY, EngineApp, EngineState
+from tracehouse.engine.policy import setting_number
 from tracehouse.engine.pool import ChdbPool
 from tracehouse.engine.querylog import QueryLog
 from tracehouse.engine.quotas import QuotaTracker
@@ -65,13 +66,6 @@ def has_cap_sys_nice(status: Path = Path("/proc/self/status")) -> bool:
     except (OSError, ValueError):
         pass
     return False
-
-
-def _number(value: str | None) -> float:
-    try:
-        return float(value or 0)
-    except ValueError:
-        return 0.0
 
 
 class EngineLocked(TracehouseError):
@@ -120,7 +114,8 @@ def open_state(options: EngineOptions) -> EngineState:
     users = cap_threads(load_users(options.users_file), os.cpu_count() or 1)
     for warning in users.warnings:
         log.warning("engine_users_file", source=users.source, detail=warning)
-    niced = {u.profile.name for u in users.users.values() if _number(u.profile.settings.get("os_thread_priority"))}
+    profiles = {u.profile.name: u.profile for u in users.users.values()}
+    niced = {name for name, p in profiles.items() if setting_number(p.settings.get("os_thread_priority"))}
     if niced and not has_cap_sys_nice():
         # ClickHouse applies os_thread_priority only with CAP_SYS_NICE and otherwise ignores it silently.
         log.warning(
